@@ -1,0 +1,14 @@
+# The two commands of this repository (see README.md).
+.PHONY: test demo build-testenv unit
+
+## make test: every test (unit + end-to-end on a real local control plane). Needs root.
+test:
+	tests/run-all
+
+## make unit: unit tests only (no root, no control plane).
+unit:
+	cargo test --workspace --exclude triton-e2e
+
+## make build-testenv: build (or find cached) the control plane's Go binaries.
+build-testenv:
+	tests/cluster/build

@@ -1,0 +1,160 @@
+//! Helpers for the end-to-end tests. Every test runs against the real control plane that
+//! `tests/cluster/run` starts (kube-apiserver, etcd, kube-controller-manager, kube-scheduler,
+//! kruise-manager and kwok), inside the private network namespace that script creates.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+pub mod cloneset;
+pub mod tls;
+
+/// The pod CIDR of the local control plane; every address in it is local inside the namespace.
+pub const POD_CIDR_PREFIX: &str = "10.244.";
+
+/// Panics unless this process runs inside `tests/cluster/run`, so that no test ever sends traffic
+/// to a real 10.244.x.y address on the host.
+pub fn require_testenv() {
+    assert_eq!(
+        std::env::var("TRITON_TESTENV").as_deref(),
+        Ok("1"),
+        "end-to-end tests need the local control plane: run them with \
+         `tests/cluster/run -- cargo test -p triton-e2e` (or `make test`)"
+    );
+    let probe: SocketAddr = "10.244.255.253:0".parse().expect("literal address");
+    TcpListener::bind(probe).expect(
+        "10.244.0.0/16 is not local here: refusing to run outside the network namespace made by tests/cluster/run",
+    );
+}
+
+/// A client for the local control plane (admin kubeconfig from `KUBECONFIG`).
+pub async fn client() -> Client {
+    require_testenv();
+    Client::try_default().await.expect("kube client from KUBECONFIG")
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` with a message
+/// naming what was awaited and the last value observed.
+pub async fn eventually<T, D, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    D: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, D>>,
+{
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if start.elapsed() >= timeout {
+                    panic!("timed out after {timeout:?} waiting for {what}; last observed: {last:?}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks that `check` keeps holding for `period` (polling every 200 ms); panics at the first
+/// violation with its description.
+pub async fn holds_for<F, Fut>(what: &str, period: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < period {
+        if let Err(violation) = check().await {
+            panic!("expected {what} to hold for {period:?}, but: {violation}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates a fresh namespace named after the test and waits for its `default` ServiceAccount
+/// (pods cannot be created before it exists).
+pub async fn namespace(client: &Client, test: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{}-{}-{}",
+        test.replace('_', "-").chars().take(40).collect::<String>().trim_end_matches('-'),
+        std::process::id() % 10_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    eventually(&format!("ServiceAccount default in {name}"), Duration::from_secs(30), || async {
+        sas.get_opt("default").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_string())
+    })
+    .await;
+    name
+}
+
+/// The status of the pod condition `type_`, if the pod has it.
+pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+/// Whether the pod condition `type_` is `"True"`.
+pub fn is_true(pod: &Pod, type_: &str) -> bool {
+    condition(pod, type_) == Some("True")
+}
+
+/// Lists pods matching a label selector.
+pub async fn pods(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap_or_else(|e| panic!("list pods {selector}: {e}"))
+        .items
+}
+
+/// A dynamic API for any namespaced resource.
+pub fn dynamic_api(client: &Client, ns: &str, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Endpoint addresses of a Service, from its EndpointSlices, split by the `ready` condition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub ready: Vec<String>,
+    pub not_ready: Vec<String>,
+}
+
+pub async fn service_endpoints(client: &Client, ns: &str, service: &str) -> Endpoints {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .unwrap_or_else(|e| panic!("list EndpointSlices of {service}: {e}"));
+    let mut out = Endpoints::default();
+    for slice in list.items {
+        for ep in slice.endpoints.unwrap_or_default() {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            for addr in ep.addresses {
+                if ready { out.ready.push(addr) } else { out.not_ready.push(addr) }
+            }
+        }
+    }
+    out.ready.sort();
+    out.not_ready.sort();
+    out
+}
