@@ -1,0 +1,134 @@
+//! Command-line flags, each with an environment fallback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::mutate::AgentSettings;
+
+/// Triton's mutating admission webhook: injects the readiness gate `apps.triton.io/ready` (and,
+/// when asked by the `apps.triton.io/agent` annotation, the readiness-agent sidecar) into pods of
+/// Triton-managed CloneSets.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "triton-webhook", version, about, long_about = None)]
+pub struct Args {
+    /// HTTPS address serving /mutate-pods (and /healthz, /readyz, /metrics).
+    #[arg(long, env = "TRITON_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Plain-HTTP address for /healthz, /readyz and /metrics; "off" disables it.
+    #[arg(long, env = "TRITON_WEBHOOK_ADMIN_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_addr)]
+    pub admin_listen: OptionalAddr,
+
+    /// PEM certificate chain served to the API server.
+    #[arg(long, env = "TRITON_WEBHOOK_TLS_CERT", default_value = "/etc/triton-webhook/tls/tls.crt")]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key of the certificate.
+    #[arg(long, env = "TRITON_WEBHOOK_TLS_KEY", default_value = "/etc/triton-webhook/tls/tls.key")]
+    pub tls_key: PathBuf,
+
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "TRITON_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub cert_reload_interval: Duration,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "TRITON_WEBHOOK_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest AdmissionReview body accepted, in bytes.
+    #[arg(long, env = "TRITON_WEBHOOK_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log format: json or text.
+    #[arg(long, env = "TRITON_WEBHOOK_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+
+    /// Image of the injected readiness-agent sidecar.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_IMAGE", default_value_t = AgentSettings::default().image)]
+    pub agent_image: String,
+
+    /// Port of the agent's own health endpoint.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_PORT", default_value_t = AgentSettings::default().port,
+          value_parser = clap::value_parser!(i32).range(1..=65535))]
+    pub agent_port: i32,
+
+    /// Address of the controller's agent API, given to the agent.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_CONTROLLER", default_value_t = AgentSettings::default().controller_address)]
+    pub agent_controller: String,
+
+    /// CPU request of the agent container.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_CPU_REQUEST", default_value_t = AgentSettings::default().cpu_request)]
+    pub agent_cpu_request: String,
+
+    /// Memory request of the agent container.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_MEMORY_REQUEST", default_value_t = AgentSettings::default().memory_request)]
+    pub agent_memory_request: String,
+
+    /// CPU limit of the agent container.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_CPU_LIMIT", default_value_t = AgentSettings::default().cpu_limit)]
+    pub agent_cpu_limit: String,
+
+    /// Memory limit of the agent container.
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_MEMORY_LIMIT", default_value_t = AgentSettings::default().memory_limit)]
+    pub agent_memory_limit: String,
+
+    /// Lifetime of the agent's projected service-account token, in seconds (at least 600).
+    #[arg(long, env = "TRITON_WEBHOOK_AGENT_TOKEN_EXPIRATION", default_value_t = AgentSettings::default().token_expiration_seconds,
+          value_parser = clap::value_parser!(i64).range(600..))]
+    pub agent_token_expiration: i64,
+}
+
+/// An address, or none ("off").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    match s {
+        "off" | "" => Ok(OptionalAddr(None)),
+        _ => s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e}: expected host:port or \"off\"")),
+    }
+}
+
+impl Args {
+    pub fn agent(&self) -> AgentSettings {
+        AgentSettings {
+            image: self.agent_image.clone(),
+            port: self.agent_port,
+            controller_address: self.agent_controller.clone(),
+            cpu_request: self.agent_cpu_request.clone(),
+            memory_request: self.agent_memory_request.clone(),
+            cpu_limit: self.agent_cpu_limit.clone(),
+            memory_limit: self.agent_memory_limit.clone(),
+            token_expiration_seconds: self.agent_token_expiration,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_parse_and_admin_can_be_switched_off() {
+        let args = Args::try_parse_from(["triton-webhook"]).unwrap();
+        assert_eq!(args.listen.port(), 8443);
+        assert_eq!(args.admin_listen, OptionalAddr(Some("0.0.0.0:9090".parse().unwrap())));
+        let args = Args::try_parse_from(["triton-webhook", "--admin-listen", "off"]).unwrap();
+        assert_eq!(args.admin_listen, OptionalAddr(None));
+    }
+
+    #[test]
+    fn bad_agent_port_is_refused() {
+        let err = Args::try_parse_from(["triton-webhook", "--agent-port", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--agent-port"), "{err}");
+    }
+}
