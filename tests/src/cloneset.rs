@@ -25,6 +25,7 @@ pub struct CloneSetSpec {
     partition: Option<i32>,
     readiness_gates: Vec<String>,
     pod_labels: Vec<(String, String)>,
+    pod_annotations: Vec<(String, String)>,
 }
 
 impl CloneSetSpec {
@@ -36,6 +37,7 @@ impl CloneSetSpec {
             partition: None,
             readiness_gates: vec![],
             pod_labels: vec![],
+            pod_annotations: vec![],
         }
     }
     pub fn partition(mut self, p: i32) -> Self {
@@ -51,12 +53,19 @@ impl CloneSetSpec {
         self
     }
 
+    pub fn pod_annotation(mut self, k: &str, v: &str) -> Self {
+        self.pod_annotations.push((k.into(), v.into()));
+        self
+    }
+
     pub fn manifest(&self) -> Value {
         let mut labels = serde_json::Map::new();
         labels.insert("app".into(), json!(self.name));
         for (k, v) in &self.pod_labels {
             labels.insert(k.clone(), json!(v));
         }
+        let annotations: serde_json::Map<String, Value> =
+            self.pod_annotations.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let gates: Vec<Value> = self.readiness_gates.iter().map(|g| json!({"conditionType": g})).collect();
         let mut update_strategy = json!({"type": "ReCreate"});
         if let Some(p) = self.partition {
@@ -71,7 +80,7 @@ impl CloneSetSpec {
                 "selector": {"matchLabels": {"app": self.name}},
                 "updateStrategy": update_strategy,
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": labels, "annotations": annotations},
                     "spec": {
                         "readinessGates": gates,
                         "containers": [{"name": "main", "image": self.image}],

@@ -1,0 +1,48 @@
+# Sourced by tests/cluster/run --triton, inside the namespaces, once the control plane is up:
+# starts triton-webhook on https://127.0.0.1:8443 with a certificate made by triton-certs and
+# registers deploy/'s MutatingWebhookConfiguration pointing at it by URL.
+#
+# Exported to CMD:
+#   TRITON_WEBHOOK_DIR    certificates: certs/{ca.crt,ca.key}, and the served tls.crt / tls.key
+#   TRITON_WEBHOOK_START  a script that starts the webhook again (after a test stopped it)
+#   TRITON_WEBHOOK_ADDR   127.0.0.1:8443 (HTTPS), TRITON_WEBHOOK_ADMIN 127.0.0.1:9090 (HTTP)
+TB=$TESTENV_TRITON_BIN
+W=$T/triton-webhook
+mkdir -p "$W"
+"$TB/triton-certs" webhook --out "$W/certs" --service triton-webhook --no-service-names \
+  --ip 127.0.0.1 --dns localhost --days 2 --ca-days 2 2>>"$L/triton-certs.log" ||
+  die "triton-certs failed: $(tail -3 "$L/triton-certs.log")"
+cp "$W/certs/tls.crt" "$W/certs/tls.key" "$W/"
+export TRITON_WEBHOOK_DIR=$W TRITON_WEBHOOK_START=$T/start-triton-webhook
+export TRITON_WEBHOOK_ADDR=127.0.0.1:8443 TRITON_WEBHOOK_ADMIN=127.0.0.1:9090
+cat >"$TRITON_WEBHOOK_START" <<SCRIPT
+#!/bin/sh
+exec "$TB/triton-webhook" --listen=$TRITON_WEBHOOK_ADDR --admin-listen=$TRITON_WEBHOOK_ADMIN \
+  --tls-cert="$W/tls.crt" --tls-key="$W/tls.key" --cert-reload-interval=1s --shutdown-grace=3s \
+  --log-format=text >>"$L/triton-webhook.log" 2>&1
+SCRIPT
+chmod +x "$TRITON_WEBHOOK_START"
+"$TRITON_WEBHOOK_START" &
+pids+=($!) names+=(triton-webhook)
+wait_for triton-webhook 30 curl -fsS "http://$TRITON_WEBHOOK_ADMIN/readyz"
+
+# deploy/'s configuration, with the in-cluster Service reference replaced by the local URL.
+kubectl create --dry-run=client -o json -f "$repo/deploy/webhook/mutatingwebhookconfiguration.yaml" |
+  jq --arg url "https://$TRITON_WEBHOOK_ADDR/mutate-pods" --arg ca "$(cat "$W/certs/ca-bundle.b64")" \
+    '.webhooks[].clientConfig = {url: $url, caBundle: $ca}' |
+  kubectl apply -f - >/dev/null
+# The API server picks the configuration up asynchronously: wait until a server-side dry run of a
+# managed pod comes back with the gate.
+kubectl create namespace triton-testenv >/dev/null
+cat >"$T/probe-pod.json" <<'JSON'
+{"apiVersion": "v1", "kind": "Pod",
+ "metadata": {"name": "webhook-probe", "namespace": "triton-testenv", "labels": {"managed-by": "triton-io"},
+   "ownerReferences": [{"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "probe",
+     "uid": "00000000-0000-0000-0000-000000000000"}]},
+ "spec": {"containers": [{"name": "main", "image": "probe"}]}}
+JSON
+webhook_active() {
+  kubectl create --dry-run=server -o json -f "$T/probe-pod.json" |
+    jq -e '.spec.readinessGates | map(.conditionType) | index("apps.triton.io/ready")'
+}
+wait_for "the API server calling triton-webhook" 30 webhook_active

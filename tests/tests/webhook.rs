@@ -1,0 +1,123 @@
+//! triton-webhook behind the real API server (tests/cluster/run --triton): pods of managed
+//! CloneSets are born with the gate (once) and stay out of Ready; unmanaged pods are untouched;
+//! the agent sidecar is injected on request and a bad request is refused with a message.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::PostParams;
+use kube::Api;
+use serde_json::json;
+use triton_e2e::cloneset::CloneSetSpec;
+use triton_e2e::*;
+
+const READY_GATE: &str = "apps.triton.io/ready";
+
+fn gate_count(pod: &Pod) -> usize {
+    pod.spec.as_ref().unwrap().readiness_gates.iter().flatten().filter(|g| g.condition_type == READY_GATE).count()
+}
+
+#[tokio::test]
+async fn managed_cloneset_pods_carry_the_gate_once_and_stay_unready_while_unmanaged_pods_carry_none() {
+    let client = client().await;
+    let ns = namespace(&client, "webhook-gate").await;
+    let managed = CloneSetSpec::new("managed", 2).pod_label("managed-by", "triton-io").create(&client, &ns).await;
+    let plain = CloneSetSpec::new("plain", 2).create(&client, &ns).await;
+
+    let pods = managed
+        .wait_pods("ContainersReady with Kruise's gate True", 2, Duration::from_secs(60), |p| {
+            is_true(p, "ContainersReady") && is_true(p, "InPlaceUpdateReady")
+        })
+        .await;
+    for pod in &pods {
+        assert_eq!(gate_count(pod), 1, "exactly one {READY_GATE} gate on {:?}", pod.metadata.name);
+        let gates: Vec<_> = pod.spec.as_ref().unwrap().readiness_gates.iter().flatten().map(|g| g.condition_type.clone()).collect();
+        assert!(gates.contains(&"InPlaceUpdateReady".to_string()), "Kruise's gate kept: {gates:?}");
+    }
+    holds_for("managed pods not Ready while the gate is unset", Duration::from_secs(3), || async {
+        match managed.live_pods().await.iter().find(|p| is_true(p, "Ready")) {
+            Some(p) => Err(format!("{:?} became Ready", p.metadata.name)),
+            None => Ok(()),
+        }
+    })
+    .await;
+
+    let plain_pods = plain.wait_ready(2).await;
+    for pod in &plain_pods {
+        assert_eq!(gate_count(pod), 0, "unmanaged pod {:?} untouched", pod.metadata.name);
+    }
+}
+
+#[tokio::test]
+async fn annotated_pod_gets_the_agent_sidecar_token_volume_and_environment() {
+    let client = client().await;
+    let ns = namespace(&client, "webhook-agent").await;
+    let cs = CloneSetSpec::new("agented", 1)
+        .pod_label("managed-by", "triton-io")
+        .pod_annotation("apps.triton.io/agent", "http://:8080/healthz")
+        .create(&client, &ns)
+        .await;
+    let pod = cs.wait_pods("created", 1, Duration::from_secs(60), |_| true).await.remove(0);
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.readiness_gates.iter().flatten().filter(|g| g.condition_type == READY_GATE).count(), 1);
+    let agent = spec.containers.iter().find(|c| c.name == "triton-agent").expect("the agent sidecar");
+    let env: Vec<String> = agent.env.iter().flatten().map(|e| e.name.clone()).collect();
+    for name in ["POD_NAME", "POD_NAMESPACE", "POD_UID", "TRITON_AGENT_PROBE"] {
+        assert!(env.contains(&name.to_string()), "{name} in {env:?}");
+    }
+    let probe = agent.env.iter().flatten().find(|e| e.name == "TRITON_AGENT_PROBE").unwrap();
+    assert_eq!(probe.value.as_deref(), Some("http://:8080/healthz"));
+    let mount = agent.volume_mounts.iter().flatten().find(|m| m.name == "triton-agent-token").expect("token mount");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = spec.volumes.iter().flatten().find(|v| v.name == "triton-agent-token").expect("token volume");
+    let projection = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0].service_account_token.clone().unwrap();
+    assert_eq!(projection.audience.as_deref(), Some("triton-agent"));
+    assert_eq!(spec.containers.iter().filter(|c| c.name == "triton-agent").count(), 1, "one sidecar, no duplicate");
+}
+
+#[tokio::test]
+async fn a_bad_agent_annotation_is_refused_with_a_message_naming_it() {
+    let client = client().await;
+    let ns = namespace(&client, "webhook-bad-agent").await;
+    let owner = CloneSetSpec::new("owner", 0).pod_label("managed-by", "triton-io").create(&client, &ns).await;
+    let uid = owner.get().await["metadata"]["uid"].as_str().unwrap().to_string();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": "bad-agent",
+            "labels": {"managed-by": "triton-io", "app": "owner"},
+            "annotations": {"apps.triton.io/agent": "gopher://:70"},
+            "ownerReferences": [{"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "owner", "uid": uid}]
+        },
+        "spec": {"containers": [{"name": "main", "image": "nginx"}]}
+    }))
+    .unwrap();
+    let err = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect_err("the webhook refuses the pod");
+    let msg = err.to_string();
+    assert!(msg.contains("pods.webhook.apps.triton.io"), "the error names the webhook: {msg}");
+    assert!(msg.contains("apps.triton.io/agent"), "the error names the annotation: {msg}");
+}
+
+#[tokio::test]
+async fn deploy_manifests_pass_a_server_side_dry_run() {
+    let client = client().await;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "triton-system"}})).unwrap();
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace triton-system: {e}"),
+    }
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let out = tokio::process::Command::new("kubectl")
+        .args(["apply", "--dry-run=server", "-k", deploy])
+        .output()
+        .await
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubectl apply --dry-run=server -k deploy/ failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for kind in ["deployment.apps/triton-webhook", "mutatingwebhookconfiguration.admissionregistration.k8s.io/triton-webhook", "poddisruptionbudget.policy/triton-webhook", "service/triton-webhook"] {
+        assert!(stdout.contains(kind), "{kind} in:\n{stdout}");
+    }
+}
