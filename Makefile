@@ -12,3 +12,8 @@ unit:
 ## make build-testenv: build (or find cached) the control plane's Go binaries.
 build-testenv:
 	tests/cluster/build
+
+## make demo: start the local control plane with Triton and run the tutorial release.
+## (Until triton-controller lands, tests/demo/preview.sh plays the controller's part by hand.)
+demo:
+	tests/cluster/run --triton --quiet -- tests/demo/preview.sh
