@@ -69,7 +69,8 @@ async fn webhook_stop_restart_and_certificate_rotation() {
         .expect("an unmanaged pod is created while the webhook is down");
 
     // --- Restarted: managed pods are created again, with the gate. --------------------------
-    std::process::Command::new(env("TRITON_WEBHOOK_START")).spawn().expect("start triton-webhook again");
+    // Left running for the rest of the run (tokio reaps it; the namespace's end stops it).
+    tokio::process::Command::new(env("TRITON_WEBHOOK_START")).spawn().expect("start triton-webhook again");
     eventually("triton-webhook ready again", Duration::from_secs(15), || async {
         if admin_ready().await { Ok(()) } else { Err("not ready") }
     })
