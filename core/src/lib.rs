@@ -2,3 +2,4 @@
 //! and phase transitions. Nothing here talks to a server.
 
 pub mod names;
+pub mod release;

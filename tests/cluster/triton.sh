@@ -1,6 +1,7 @@
 # Sourced by tests/cluster/run --triton, inside the namespaces, once the control plane is up:
 # starts triton-webhook on https://127.0.0.1:8443 with a certificate made by triton-certs and
-# registers deploy/'s MutatingWebhookConfiguration pointing at it by URL.
+# registers deploy/'s MutatingWebhookConfiguration pointing at it by URL; installs the DeployFlow CRD
+# and starts triton-controller.
 #
 # Exported to CMD:
 #   TRITON_WEBHOOK_DIR    certificates: certs/{ca.crt,ca.key}, and the served tls.crt / tls.key
@@ -46,3 +47,17 @@ webhook_active() {
     jq -e '.spec.readinessGates | map(.conditionType) | index("apps.triton.io/ready")'
 }
 wait_for "the API server calling triton-webhook" 30 webhook_active
+
+# The DeployFlow CRD (crds/) and triton-controller, with the admin kubeconfig.
+kubectl apply --server-side --field-manager=testenv -f "$repo/crds/deployflows.yaml" >/dev/null
+wait_for "DeployFlow CRD established" 30 \
+  kubectl wait --for condition=established --timeout=1s crd/deployflows.apps.triton.io
+export TRITON_CONTROLLER_START=$T/start-triton-controller TRITON_CONTROLLER_ADMIN=127.0.0.1:8000
+cat >"$TRITON_CONTROLLER_START" <<SCRIPT
+#!/bin/sh
+exec "$TB/triton-controller" --admin-listen=$TRITON_CONTROLLER_ADMIN --log-format=text >>"$L/triton-controller.log" 2>&1
+SCRIPT
+chmod +x "$TRITON_CONTROLLER_START"
+"$TRITON_CONTROLLER_START" &
+pids+=($!) names+=(triton-controller)
+wait_for triton-controller 30 curl -fsS "http://$TRITON_CONTROLLER_ADMIN/readyz"

@@ -1,0 +1,268 @@
+//! Reading pods, CloneSets and EndpointSlices: pod phases, batch attribution, pull-in checks.
+//! Pure functions over Kubernetes objects (no client), unit-tested with fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Deserialize;
+use serde_json::Value;
+use triton_core::names::READY_GATE;
+
+/// Pull-in statuses (reference §4.4).
+pub const PULL_IN_SUCCEEDED: &str = "PullInSucceeded";
+pub const PULL_IN_FAILED: &str = "PullInFailed";
+
+/// The CloneSet fields the controller reads.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneSetView {
+    #[serde(default)]
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    #[serde(default)]
+    pub spec: CloneSetSpecView,
+    #[serde(default)]
+    pub status: CloneSetStatusView,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneSetSpecView {
+    #[serde(default)]
+    pub replicas: i32,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneSetStatusView {
+    #[serde(default)]
+    pub observed_generation: i64,
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub available_replicas: i32,
+    #[serde(default)]
+    pub updated_replicas: i32,
+    #[serde(default)]
+    pub updated_ready_replicas: i32,
+    #[serde(default)]
+    pub update_revision: Option<String>,
+}
+
+impl CloneSetView {
+    pub fn from_value(v: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+    /// Whether Kruise has observed the latest spec.
+    pub fn caught_up(&self) -> bool {
+        self.metadata.generation.unwrap_or(0) == self.status.observed_generation
+    }
+    /// UID of the controller owner, if it is a DeployFlow.
+    pub fn controller_deployflow(&self) -> Option<(&str, &str)> {
+        self.metadata.owner_references.as_ref()?.iter().find_map(|r| {
+            (r.controller == Some(true) && r.kind == "DeployFlow").then_some((r.name.as_str(), r.uid.as_str()))
+        })
+    }
+}
+
+pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
+
+pub fn is_true(pod: &Pod, type_: &str) -> bool {
+    condition(pod, type_) == Some("True")
+}
+
+pub fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
+}
+
+/// The pod phase string of a PodInfo (reference §2.9).
+pub fn pod_phase(pod: &Pod) -> String {
+    if is_true(pod, "Ready") {
+        "Ready".into()
+    } else if is_true(pod, "ContainersReady") {
+        "ContainersReady".into()
+    } else if restarts(pod) > 0 {
+        "Failed".into()
+    } else {
+        pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into())
+    }
+}
+
+/// A pod is failing when a container restarted and it is not ContainersReady now, or its phase
+/// is Failed (the reference ignored ContainersReady, §9 item 9).
+pub fn is_failing(pod: &Pod) -> bool {
+    let phase_failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+    phase_failed || (restarts(pod) > 0 && !is_true(pod, "ContainersReady"))
+}
+
+/// Whether a pod has passed its smoke test: containers ready (or fully Ready).
+pub fn is_smoked(pod: &Pod) -> bool {
+    is_true(pod, "ContainersReady") || is_true(pod, "Ready")
+}
+
+pub fn has_gate(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.readiness_gates.as_ref()).is_some_and(|g| g.iter().any(|g| g.condition_type == READY_GATE))
+}
+
+pub fn revision(pod: &Pod) -> Option<&str> {
+    pod.metadata.labels.as_ref()?.get("controller-revision-hash").map(String::as_str)
+}
+
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// The app port: the first port of the first container named "" or `app-port`, else the first.
+pub fn app_port(pod: &Pod) -> i32 {
+    let ports = pod.spec.iter().flat_map(|s| s.containers.iter()).flat_map(|c| c.ports.iter().flatten());
+    let all: Vec<_> = ports.collect();
+    all.iter()
+        .find(|p| p.name.as_deref().is_none_or(|n| n.is_empty() || n == "app-port"))
+        .or(all.first())
+        .map_or(0, |p| p.container_port)
+}
+
+/// Picks the pods of a batch that started at `started_at`: pods on `revision` (when given),
+/// created at or after the batch start (second resolution), not terminating, not attributed to
+/// another batch; oldest first, at most `size`.
+pub fn attribute_batch<'a>(
+    pods: &'a [Pod],
+    revision_filter: Option<&str>,
+    started_at: Option<&Time>,
+    other_batches: &[String],
+    size: usize,
+) -> Vec<&'a Pod> {
+    let start_secs = started_at.map(|t| t.0.as_second());
+    let mut picked: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| !is_terminating(p))
+        .filter(|p| revision_filter.is_none_or(|r| revision(p) == Some(r)))
+        .filter(|p| {
+            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+            match (start_secs, created) {
+                (Some(s), Some(c)) => c >= s,
+                _ => true,
+            }
+        })
+        .filter(|p| !other_batches.iter().any(|n| Some(n) == p.metadata.name.as_ref()))
+        .collect();
+    picked.sort_by(|a, b| {
+        let key = |p: &Pod| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.metadata.name.clone());
+        key(a).cmp(&key(b))
+    });
+    picked.truncate(size);
+    picked
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether the pod is listed `ready` in the EndpointSlices of every Service that selects it
+/// (a pod no Service selects is pulled in at once). `Err` names the first Service where it is not.
+pub fn pulled_in(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) -> Result<(), String> {
+    let ns = pod.metadata.namespace.as_deref();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    for svc in services.iter().filter(|s| s.metadata.namespace.as_deref() == ns) {
+        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else { continue };
+        if !selects(selector, &labels) {
+            continue;
+        }
+        let svc_name = svc.metadata.name.as_deref().unwrap_or_default();
+        let ready = slices
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == ns)
+            .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str) == Some(svc_name))
+            .flat_map(|s| s.endpoints.iter().flatten())
+            .any(|ep| {
+                ep.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && ep.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+            });
+        if !ready {
+            return Err(format!("not yet a ready endpoint of Service {svc_name}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, created: &str, conds: &[(&str, &str)], restarts: i32) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created,
+                "labels": {"app": "a", "controller-revision-hash": "r1"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
+                "readinessGates": [{"conditionType": READY_GATE}]},
+            "status": {"phase": "Running",
+                "conditions": conds.iter().map(|(t, s)| json!({"type": t, "status": s})).collect::<Vec<_>>(),
+                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": restarts}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn phases_follow_the_original_order() {
+        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[("Ready", "True"), ("ContainersReady", "True")], 0)), "Ready");
+        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "True")], 0)), "ContainersReady");
+        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 2)), "Failed");
+        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 0)), "Running");
+    }
+
+    #[test]
+    fn a_restarted_pod_that_recovered_is_not_failing() {
+        assert!(is_failing(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "False")], 1)));
+        assert!(!is_failing(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "True")], 1)));
+    }
+
+    #[test]
+    fn a_pod_that_is_ready_counts_as_smoked() {
+        assert!(is_smoked(&pod("a", "2026-01-01T00:00:00Z", &[("Ready", "True")], 0)));
+    }
+
+    #[test]
+    fn batch_attribution_skips_older_and_other_batch_pods() {
+        let pods = vec![
+            pod("old", "2026-01-01T00:00:00Z", &[], 0),
+            pod("b1", "2026-01-01T00:01:00Z", &[], 0),
+            pod("new2", "2026-01-01T00:02:01Z", &[], 0),
+            pod("new1", "2026-01-01T00:02:00Z", &[], 0),
+        ];
+        let start: Time = serde_json::from_value(json!("2026-01-01T00:00:30Z")).unwrap();
+        let got = attribute_batch(&pods, Some("r1"), Some(&start), &["b1".into()], 1);
+        assert_eq!(got.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>(), vec!["new1"]);
+    }
+
+    #[test]
+    fn pull_in_needs_a_ready_endpoint_in_every_selecting_service() {
+        let p = pod("p1", "2026-01-01T00:00:00Z", &[], 0);
+        let svc = |name: &str, sel: Value| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"selector": sel}})).unwrap()
+        };
+        let slice = |svc: &str, ready: bool| -> EndpointSlice {
+            serde_json::from_value(json!({"metadata": {"name": format!("{svc}-x"), "namespace": "ns", "labels": {"kubernetes.io/service-name": svc}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.244.1.1"], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": "p1"}}]}))
+            .unwrap()
+        };
+        assert!(pulled_in(&p, &[], &[]).is_ok(), "no Service selects it");
+        let services = vec![svc("a", json!({"app": "a"})), svc("other", json!({"app": "zzz"}))];
+        assert!(pulled_in(&p, &services, &[slice("a", false)]).is_err());
+        assert!(pulled_in(&p, &services, &[slice("a", true)]).is_ok());
+        let two = vec![svc("a", json!({"app": "a"})), svc("b", json!({"app": "a"}))];
+        let err = pulled_in(&p, &two, &[slice("a", true)]).unwrap_err();
+        assert!(err.contains("Service b"), "{err}");
+    }
+}
