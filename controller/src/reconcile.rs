@@ -386,6 +386,8 @@ impl Step<'_> {
     async fn pending(&mut self) -> Result<Requeue, Error> {
         let action = self.spec().action;
         let existing = self.cloneset().await?;
+        // The CloneSet's size before we touch it: the base of scale targets and of cancel.
+        self.status.replicas_at_start = Some(existing.as_ref().map_or(0, |(cs, _)| cs.spec.replicas));
         match (action, existing) {
             (Action::Create, None) => self.create_cloneset().await?,
             (Action::Create, Some((cs, _))) if self.owns(&cs) => {}
@@ -415,11 +417,6 @@ impl Step<'_> {
                 }
                 self.adopt(&cs, &raw).await?;
             }
-        }
-        // What the CloneSet looked like when we started: needed for batch targets and cancel.
-        if let Some((cs, _)) = self.cloneset().await? {
-            StartCounts { replicas_at_start: cs.spec.replicas, updated_at_start: if action == Action::Create { 0 } else { cs.status.updated_replicas } }
-                .store(&mut self.status);
         }
         self.status.started_at = Some(now());
         self.set_phase(DeployPhase::Initializing, None);
@@ -484,6 +481,8 @@ impl Step<'_> {
             return Ok(Requeue::requeue(Duration::from_secs(2)));
         }
         self.refresh(&cs);
+        // Pods already on the (new) update revision, once Kruise has seen the new template.
+        self.status.updated_at_start = Some(if self.spec().action.is_revision_changing() { cs.status.updated_replicas } else { 0 });
         let spec = self.spec();
         let extra = self.extra();
         self.status.replicas_to_process = release::replicas_to_process(
@@ -543,7 +542,9 @@ impl Step<'_> {
             && !(spec.auto() && last.canary)
             && let Some(done) = &last.finished_at
         {
-            let interval = spec.batch_interval();
+            // Status times have second resolution: count from the stored (truncated) time plus
+            // one second, so batches are at least the interval apart in real time too.
+            let interval = spec.batch_interval() + if spec.batch_interval().is_zero() { Duration::ZERO } else { Duration::from_secs(1) };
             let waited = since(done);
             if waited < interval {
                 return Ok(Requeue::requeue(interval - waited));
@@ -787,9 +788,5 @@ impl StartCounts {
             replicas_at_start: status.replicas_at_start.unwrap_or(replicas),
             updated_at_start: status.updated_at_start.unwrap_or(0),
         }
-    }
-    fn store(self, status: &mut DeployFlowStatus) {
-        status.replicas_at_start = Some(self.replicas_at_start);
-        status.updated_at_start = Some(self.updated_at_start);
     }
 }

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 pub mod cloneset;
+pub mod deployflow;
 pub mod tls;
 
 /// The pod CIDR of the local control plane; every address in it is local inside the namespace.

@@ -1,0 +1,194 @@
+//! Releases driven by triton-controller against the real control plane
+//! (tests/cluster/run --triton): the tutorial, a manual update, scale in with podsToDelete.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use serde_json::{Value, json};
+use triton_e2e::deployflow::{Flow, flow, seconds_between, tutorial, tutorial_service};
+use triton_e2e::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+async fn create_service(client: &kube::Client, ns: &str, manifest: Value) {
+    let svc: Service = serde_json::from_value(manifest).unwrap();
+    Api::<Service>::namespaced(client.clone(), ns).create(&PostParams::default(), &svc).await.expect("create Service");
+}
+
+fn batch(status: &Value, n: usize) -> Value {
+    status["conditions"][n - 1].clone()
+}
+
+#[tokio::test]
+async fn tutorial_release_canary_waits_at_smoked_then_next_patches_release_it_to_success() {
+    let client = client().await;
+    let ns = namespace(&client, "tutorial").await;
+    let mut svc = tutorial_service();
+    svc["metadata"]["namespace"] = json!(ns);
+    create_service(&client, &ns, svc).await;
+    let df = Flow::create(&client, &ns, tutorial()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let svc_name = "sample-12122-svc";
+
+    // The canary stops at Smoked: ContainersReady, not Ready, not a ready endpoint.
+    let s = df.wait_batch(1, "Smoked", LONG).await;
+    assert_eq!(s["batches"], 3);
+    assert_eq!(batch(&s, 1)["canary"], true);
+    let canary = batch(&s, 1)["pods"][0]["name"].as_str().expect("the canary pod").to_string();
+    let pod = pods.get(&canary).await.unwrap();
+    assert!(is_true(&pod, "ContainersReady"));
+    assert_ne!(condition(&pod, "Ready"), Some("True"), "the canary is not Ready before Next");
+    holds_for("the canary staying Smoked and out of the ready endpoints", Duration::from_secs(3), || async {
+        let eps = service_endpoints(&client, &ns, svc_name).await;
+        let st = df.status().await;
+        if !eps.ready.is_empty() {
+            return Err(format!("ready endpoints {:?}", eps.ready));
+        }
+        if batch(&st, 1)["phase"] != "Smoked" {
+            return Err(format!("batch 1 moved on: {}", batch(&st, 1)["phase"]));
+        }
+        Ok(())
+    })
+    .await;
+
+    // Next #1: pulled in.
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+    let s = df.wait_batch(1, "Baking", LONG).await;
+    assert_eq!(batch(&s, 1)["pods"][0]["pullInStatus"], "PullInSucceeded");
+    assert!(is_true(&pods.get(&canary).await.unwrap(), "Ready"));
+    let ip = batch(&s, 1)["pods"][0]["ip"].as_str().unwrap().to_string();
+    assert_eq!(service_endpoints(&client, &ns, svc_name).await.ready, vec![ip], "PullInSucceeded means a ready endpoint");
+
+    // Next #2: the canary is baked; batch 2 waits for the user.
+    df.patch_strategy("updateStrategy", json!({"stage": "Baked"})).await;
+    let s = df.wait_batch(2, "Pending", LONG).await;
+    assert_eq!(batch(&s, 1)["phase"], "Baked");
+
+    // Next #3: batches 2 and 3 run, batchIntervalSeconds (10) apart, to Success.
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    let s = df.wait_phase("Success", LONG).await;
+    assert_eq!(s["finished"], true);
+    assert_eq!(s["finishedReplicas"], 3);
+    let gap = seconds_between(&batch(&s, 2)["finishedAt"], &batch(&s, 3)["startedAt"]);
+    assert!(gap >= 10.0, "batch 3 started {gap} s after batch 2 finished, want >= 10");
+    for b in 1..=3 {
+        assert_eq!(batch(&s, b)["pods"][0]["pullInStatus"], "PullInSucceeded", "batch {b}");
+    }
+    let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet").get("12122-sample-10010").await.unwrap();
+    let cs = serde_json::to_value(cs).unwrap();
+    assert_eq!((cs["spec"]["replicas"].clone(), cs["status"]["readyReplicas"].clone()), (json!(3), json!(3)));
+    assert!(
+        cs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")),
+        "ownership is released after Success: {}",
+        cs["metadata"]["ownerReferences"]
+    );
+    let eps = eventually("3 ready endpoints", Duration::from_secs(30), || async {
+        let eps = service_endpoints(&client, &ns, svc_name).await;
+        if eps.ready.len() == 3 { Ok(eps) } else { Err(eps) }
+    })
+    .await;
+    assert!(eps.not_ready.is_empty(), "{eps:?}");
+
+    // After Success: a deleted pod is re-created by Kruise, gated, and pulled in without a release.
+    let before: Vec<String> = triton_e2e::pods(&pods, "app=12122").await.into_iter().filter_map(|p| p.metadata.name).collect();
+    pods.delete(&canary, &DeleteParams::default()).await.unwrap();
+    let replacement = eventually("a replacement pod, Ready", Duration::from_secs(30), || async {
+        let all = triton_e2e::pods(&pods, "app=12122").await;
+        let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        match live.iter().find(|p| !before.contains(p.metadata.name.as_ref().unwrap())) {
+            Some(p) if live.len() == 3 && is_true(p, "Ready") => Ok((*p).clone()),
+            Some(p) => Err(format!("replacement {:?} not Ready yet", p.metadata.name)),
+            None => Err(format!("{} live pods, no replacement yet", live.len())),
+        }
+    })
+    .await;
+    assert!(
+        replacement.spec.unwrap().readiness_gates.unwrap().iter().any(|g| g.condition_type == "apps.triton.io/ready"),
+        "the replacement carries the gate"
+    );
+    eventually("3 ready endpoints again", Duration::from_secs(30), || async {
+        let eps = service_endpoints(&client, &ns, svc_name).await;
+        if eps.ready.len() == 3 { Ok(()) } else { Err(eps) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout() {
+    let client = client().await;
+    let ns = namespace(&client, "update").await;
+    let labels = json!({"app.kubernetes.io/instance": "web"});
+    create_service(&client, &ns, json!({"metadata": {"name": "web"}, "spec": {"selector": labels, "ports": [{"port": 80}]}})).await;
+    let create = Flow::create(&client, &ns, flow("web-v1", "web", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await;
+    create.wait_phase("Success", LONG).await;
+    eventually("4 ready endpoints before the update", Duration::from_secs(30), || async {
+        let eps = service_endpoints(&client, &ns, "web").await;
+        if eps.ready.len() == 4 { Ok(()) } else { Err(eps) }
+    })
+    .await;
+
+    // Watch the Service for the whole update.
+    let (stop, min_ready) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(usize::MAX)));
+    let watcher = {
+        let (stop, min_ready, client, ns) = (stop.clone(), min_ready.clone(), client.clone(), ns.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n = service_endpoints(&client, &ns, "web").await.ready.len();
+                min_ready.fetch_min(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let update = Flow::create(&client, &ns, flow("web-v2", "web", "update", 4, "nginx:1.26", json!({"batchSize": 2, "mode": "manual"}))).await;
+    let s = update.wait_batch(2, "Pending", LONG).await;
+    assert_eq!(batch(&s, 1)["phase"], "Baked");
+    holds_for("batch 2 waiting for batches: 2", Duration::from_secs(3), || async {
+        let st = update.status().await;
+        if batch(&st, 2)["phase"] == "Pending" { Ok(()) } else { Err(format!("batch 2 is {}", batch(&st, 2)["phase"])) }
+    })
+    .await;
+    update.patch_strategy("updateStrategy", json!({"batches": 2})).await;
+    let s = update.wait_phase("Success", LONG).await;
+    stop.store(true, Ordering::SeqCst);
+    watcher.await.unwrap();
+    assert_eq!(s["updatedReplicas"], 4);
+    let min = min_ready.load(Ordering::SeqCst);
+    assert!(min >= 4, "the Service had only {min} ready endpoints during the update");
+    let pods = triton_e2e::pods(&Api::namespaced(client.clone(), &ns), "app.kubernetes.io/instance=web").await;
+    let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    assert_eq!(live.len(), 4);
+    for p in live {
+        let image = p.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+        assert_eq!(image, "nginx:1.26", "{:?} runs the new image", p.metadata.name);
+    }
+}
+
+#[tokio::test]
+async fn scale_in_with_pods_to_delete_removes_exactly_the_named_pods() {
+    let client = client().await;
+    let ns = namespace(&client, "scale-in").await;
+    let create = Flow::create(&client, &ns, flow("app-v1", "app", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await;
+    create.wait_phase("Success", LONG).await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut names: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await.into_iter().filter_map(|p| p.metadata.name).collect();
+    names.sort();
+    let victims = vec![names[0].clone(), names[2].clone()];
+
+    let scale = Flow::create(
+        &client,
+        &ns,
+        flow("app-in", "app", "scale_in", 2, "nginx:1.25", json!({"batchSize": 1, "mode": "auto", "podsToDelete": victims})),
+    )
+    .await;
+    scale.wait_phase("Success", LONG).await;
+    let mut left: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name).collect();
+    left.sort();
+    let expected: Vec<String> = names.iter().filter(|n| !victims.contains(n)).cloned().collect();
+    assert_eq!(left, expected, "exactly the named pods were removed");
+}
