@@ -13,7 +13,6 @@ unit:
 build-testenv:
 	tests/cluster/build
 
-## make demo: start the local control plane with Triton and run the tutorial release.
-## (Until triton-controller lands, tests/demo/preview.sh plays the controller's part by hand.)
+## make demo: start the local control plane with Triton and run the tutorial release to Success.
 demo:
-	tests/cluster/run --triton --quiet -- tests/demo/preview.sh
+	tests/cluster/run --triton --quiet -- tests/demo/tutorial.sh
