@@ -52,10 +52,30 @@ wait_for "the API server calling triton-webhook" 30 webhook_active
 kubectl apply --server-side --field-manager=testenv -f "$repo/crds/deployflows.yaml" >/dev/null
 wait_for "DeployFlow CRD established" 30 \
   kubectl wait --for condition=established --timeout=1s crd/deployflows.apps.triton.io
+# The controller runs as deploy/'s ServiceAccount with deploy/'s RBAC, so every test checks that
+# the ClusterRole grants what the controller uses.
+kubectl create namespace triton-system >/dev/null
+kubectl apply -n triton-system -f "$repo/deploy/controller/rbac.yaml" >/dev/null
+token=$(kubectl create token triton-controller -n triton-system --duration=48h)
+cat >"$T/controller.kubeconfig" <<EOF2
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster: {server: $APISERVER, certificate-authority: $P/ca.crt}
+users:
+- name: triton-controller
+  user: {token: $token}
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: triton-controller}
+current-context: testenv
+EOF2
 export TRITON_CONTROLLER_START=$T/start-triton-controller TRITON_CONTROLLER_ADMIN=127.0.0.1:8000
 cat >"$TRITON_CONTROLLER_START" <<SCRIPT
 #!/bin/sh
-exec "$TB/triton-controller" --admin-listen=$TRITON_CONTROLLER_ADMIN --log-format=text >>"$L/triton-controller.log" 2>&1
+KUBECONFIG="$T/controller.kubeconfig" exec "$TB/triton-controller" --admin-listen=$TRITON_CONTROLLER_ADMIN \
+  --log-format=text >>"$L/triton-controller.log" 2>&1
 SCRIPT
 chmod +x "$TRITON_CONTROLLER_START"
 "$TRITON_CONTROLLER_START" &
