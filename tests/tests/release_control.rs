@@ -1,0 +1,75 @@
+//! Pause, resume and cancel of running releases (tests/cluster/run --triton).
+
+use std::time::Duration;
+
+use kube::Api;
+use serde_json::json;
+use triton_e2e::deployflow::{Flow, flow};
+use triton_e2e::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn pause_holds_the_release_between_batches_and_resume_finishes_it() {
+    let client = client().await;
+    let ns = namespace(&client, "pause").await;
+    let df = Flow::create(&client, &ns, flow("app-v1", "app", "create", 3, "nginx:1.25",
+        json!({"batchSize": 1, "mode": "auto", "batchIntervalSeconds": 3}))).await;
+    df.wait_batch(1, "Baked", LONG).await;
+    df.patch_strategy("updateStrategy", json!({"paused": true})).await;
+    let s = df.wait("paused", LONG, |s| s["paused"] == true).await;
+    let finished = s["finishedBatches"].clone();
+    let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet");
+    let paused = serde_json::to_value(cs.get("app").await.unwrap()).unwrap()["spec"]["updateStrategy"]["paused"].clone();
+    assert_eq!(paused, true, "the CloneSet is paused too");
+    holds_for("no batch finishing while paused", Duration::from_secs(5), || async {
+        let st = df.status().await;
+        if st["finishedBatches"] == finished && st["phase"] == "BatchStarted" { Ok(()) } else { Err(triton_e2e::deployflow::summary(&st)) }
+    })
+    .await;
+    df.patch_strategy("updateStrategy", json!({"paused": false})).await;
+    let s = df.wait_phase("Success", LONG).await;
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["finishedReplicas"], 3);
+}
+
+#[tokio::test]
+async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serving() {
+    let client = client().await;
+    let ns = namespace(&client, "cancel").await;
+    let selector = json!({"app.kubernetes.io/instance": "web"});
+    let svc: k8s_openapi::api::core::v1::Service =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": selector, "ports": [{"port": 80}]}})).unwrap();
+    Api::namespaced(client.clone(), &ns).create(&Default::default(), &svc).await.unwrap();
+    Flow::create(&client, &ns, flow("web-v1", "web", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+
+    let update = Flow::create(&client, &ns, flow("web-v2", "web", "update", 4, "nginx:1.26",
+        json!({"batchSize": 2, "canary": 1, "mode": "auto"}))).await;
+    let s = update.wait_batch(1, "Smoked", LONG).await;
+    let canary = s["conditions"][0]["pods"][0]["name"].as_str().unwrap().to_string();
+    update.patch_strategy("updateStrategy", json!({"canceled": true})).await;
+    let s = update.wait_phase("Canceled", LONG).await;
+    assert_eq!(s["finished"], true);
+    assert!(s["message"].as_str().unwrap_or_default().contains("batch 1"), "{}", s["message"]);
+
+    let pods_api = Api::namespaced(client.clone(), &ns);
+    let live = eventually("the canary removed and 4 old pods left", LONG, || async {
+        let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=web").await;
+        let live: Vec<_> = pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let has_canary = live.iter().any(|p| p.metadata.name.as_deref() == Some(&canary));
+        if live.len() == 4 && !has_canary { Ok(live) } else { Err(format!("{} live pods, canary present: {has_canary}", live.len())) }
+    })
+    .await;
+    for p in &live {
+        assert_eq!(p.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("nginx:1.25"));
+    }
+    let cs = serde_json::to_value(dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet").get("web").await.unwrap()).unwrap();
+    assert_eq!(cs["spec"]["replicas"], 4);
+    assert_ne!(cs["spec"]["updateStrategy"]["paused"], true, "the CloneSet is left unpaused");
+    assert!(cs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")), "ownership released");
+    eventually("4 ready endpoints after the cancel", LONG, || async {
+        let eps = service_endpoints(&client, &ns, "web").await;
+        if eps.ready.len() == 4 { Ok(()) } else { Err(eps) }
+    })
+    .await;
+}
