@@ -229,7 +229,10 @@ fn preserve_unknown_array(_: &mut schemars::SchemaGenerator) -> schemars::Schema
 fn int_or_percent(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "x-kubernetes-int-or-string": true,
-        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^(0|[1-9][0-9]*)%?$"}]
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+%?$')",
+            "message": "batchSize must be a non-negative number of pods or a percentage such as \"30%\""
+        }]
     })
 }
 
