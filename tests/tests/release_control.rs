@@ -73,3 +73,34 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery() {
+    let client = client().await;
+    let ns = namespace(&client, "smoke-failed").await;
+    let mut manifest = flow("crash-v1", "crash", "create", 1, "nginx:1.25", json!({"mode": "auto"}));
+    manifest["spec"]["application"]["template"]["metadata"]["annotations"] = json!({"e2e.triton.io/crash": "true"});
+    let df = Flow::create(&client, &ns, manifest).await;
+    let s = df.wait_batch(1, "SmokeFailed", LONG).await;
+    assert_eq!(s["paused"], true, "the release pauses");
+    assert!(s["message"].as_str().unwrap_or_default().contains("smoke"), "{}", s["message"]);
+    let pod = s["conditions"][0]["pods"][0]["name"].as_str().expect("the failing pod").to_string();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a BatchFailed Event on the DeployFlow", LONG, || async {
+        let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        if list.items.iter().any(|e| e.reason.as_deref() == Some("BatchFailed")) { Ok(()) } else { Err("none yet".to_string()) }
+    })
+    .await;
+
+    df.patch_strategy("updateStrategy", json!({"paused": false})).await;
+    let s = df.wait("to refuse the resume", LONG, |s| s["message"].as_str().unwrap_or_default().starts_with("resume refused")).await;
+    assert_eq!(s["paused"], true);
+    assert_eq!(s["conditions"][0]["phase"], "SmokeFailed");
+
+    // The pod recovers (kwok stops crashing it); the resume goes through and the release ends.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    pods.patch(&pod, &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"e2e.triton.io/crash": null}}}))).await.unwrap();
+    let s = df.wait_phase("Success", LONG).await;
+    assert_eq!(s["paused"], false);
+}
