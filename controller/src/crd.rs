@@ -180,6 +180,10 @@ pub struct DeployFlowStatus {
     /// The CloneSet's spec.replicas when the release started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas_at_start: Option<i32>,
+    /// restart, scale_in, scale_out: the CloneSet's pods when the release started (new pods of
+    /// the same revision are told apart from them by name, not by creation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_at_start: Option<Vec<String>>,
     /// Pods already on the update revision when the release started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at_start: Option<i32>,

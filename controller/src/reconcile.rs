@@ -418,6 +418,11 @@ impl Step<'_> {
                 self.adopt(&cs, &raw).await?;
             }
         }
+        if !action.is_revision_changing() {
+            let mut names: Vec<String> = self.pods().iter().filter(|p| !observe::is_terminating(p)).map(|p| p.name_any()).collect();
+            names.sort();
+            self.status.pods_at_start = Some(names);
+        }
         self.status.started_at = Some(now());
         self.set_phase(DeployPhase::Initializing, None);
         Ok(Requeue::await_change())
@@ -581,7 +586,8 @@ impl Step<'_> {
         }
         let others: Vec<String> = {
             let mine: Vec<String> = cur.pods.iter().flatten().map(|p| p.name.clone()).collect();
-            self.status.pods.iter().flatten().filter(|n| !mine.contains(n)).cloned().collect()
+            let earlier = self.status.pods.iter().flatten().filter(|n| !mine.contains(n)).cloned();
+            earlier.chain(self.status.pods_at_start.iter().flatten().cloned()).collect()
         };
         let pods = self.pods();
         let revision = cs.status.update_revision.as_deref();
@@ -699,12 +705,12 @@ impl Step<'_> {
                 }
             }
             Action::Restart => {
-                // Retire as many old pods as the batch brought up: the named ones, else those not
-                // created by this release; not-Ready first.
-                let ours = self.status.pods.clone().unwrap_or_default();
+                // Retire as many old pods as the batch brought up: the named ones, else any pod
+                // that existed when the release started; not-Ready first.
+                let at_start = self.status.pods_at_start.clone().unwrap_or_default();
                 let named = self.spec().pods_to_delete();
                 let mut old: Vec<Pod> = self.pods().into_iter()
-                    .filter(|p| !observe::is_terminating(p) && !ours.contains(&p.name_any()))
+                    .filter(|p| !observe::is_terminating(p) && at_start.contains(&p.name_any()))
                     .filter(|p| named.is_empty() || named.contains(&p.name_any()))
                     .collect();
                 old.sort_by_key(|p| (observe::is_true(p, "Ready"), p.name_any()));

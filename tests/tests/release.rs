@@ -192,3 +192,79 @@ async fn scale_in_with_pods_to_delete_removes_exactly_the_named_pods() {
     let expected: Vec<String> = names.iter().filter(|n| !victims.contains(n)).cloned().collect();
     assert_eq!(left, expected, "exactly the named pods were removed");
 }
+
+fn live_names(pods: &[Pod]) -> Vec<String> {
+    let mut v: Vec<String> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name.clone()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
+    let client = client().await;
+    let ns = namespace(&client, "restart").await;
+    Flow::create(&client, &ns, flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
+    assert_eq!(before.len(), 2);
+
+    let restart = Flow::create(&client, &ns, flow("app-restart", "app", "restart", 2, "nginx:1.25", json!({"batchSize": 1, "mode": "auto"}))).await;
+    let s = restart.wait_phase("Success", LONG).await;
+    assert_eq!(s["finishedReplicas"], 2);
+    let after = eventually("2 new pods, Ready, none of the old ones", LONG, || async {
+        let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
+        let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let names = live_names(&pods);
+        if live.len() == 2 && live.iter().all(|p| is_true(p, "Ready")) && names.iter().all(|n| !before.contains(n)) {
+            Ok(names)
+        } else {
+            Err(names)
+        }
+    })
+    .await;
+    assert_eq!(after.len(), 2);
+}
+
+#[tokio::test]
+async fn rollback_to_an_earlier_template_brings_the_old_image_back() {
+    let client = client().await;
+    let ns = namespace(&client, "rollback").await;
+    let v1 = flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}));
+    Flow::create(&client, &ns, v1.clone()).await.wait_phase("Success", LONG).await;
+    Flow::create(&client, &ns, flow("app-v2", "app", "update", 2, "nginx:1.26", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+
+    // A rollback DeployFlow carries the earlier DeployFlow's application (what gRPC Rollback copies).
+    let mut rollback = v1;
+    rollback["metadata"]["name"] = json!("app-rollback");
+    rollback["spec"]["action"] = json!("rollback");
+    rollback["spec"]["updateStrategy"] = json!({"batchSize": 1, "mode": "auto"});
+    let s = Flow::create(&client, &ns, rollback).await.wait_phase("Success", LONG).await;
+    assert_eq!(s["updatedReplicas"], 2);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    eventually("2 pods on nginx:1.25 again", LONG, || async {
+        let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
+        let images: Vec<String> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap()).collect();
+        if images == ["nginx:1.25", "nginx:1.25"] { Ok(()) } else { Err(images) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
+    let client = client().await;
+    let ns = namespace(&client, "scale-out").await;
+    Flow::create(&client, &ns, flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
+    let s = Flow::create(&client, &ns, flow("app-out", "app", "scale_out", 4, "nginx:1.25", json!({"batchSize": 1, "mode": "auto"})))
+        .await
+        .wait_phase("Success", LONG)
+        .await;
+    assert_eq!((s["batches"].clone(), s["finishedReplicas"].clone()), (json!(2), json!(2)));
+    let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
+    let after = live_names(&pods);
+    assert_eq!(after.len(), 4);
+    assert!(before.iter().all(|n| after.contains(n)), "the old pods stay: {before:?} in {after:?}");
+    assert!(pods.iter().all(|p| is_true(p, "Ready")), "every pod Ready (new ones pulled in)");
+}

@@ -1,0 +1,152 @@
+//! Controller benchmark, run inside the local control plane:
+//!
+//!   tests/cluster/run --triton --nodes 5 -- cargo run --release -p triton-e2e --bin bench-controller
+//!
+//! Prints: (1) reaction time, from a `Next` patch to the controller's status write that records
+//! the pull-in (patch -> watch event -> reconcile -> gate patch -> status patch -> watch event
+//! back to us), over N canaries waiting at Smoked; (2) the wall time of the tutorial release with
+//! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
+//! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
+//! memory and CPU seconds (from /proc, visible inside the PID namespace).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{DynamicObject, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use triton_e2e::deployflow::{Flow, flow, tutorial};
+use triton_e2e::*;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn controller_proc() -> Option<(u64, f64)> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmdline);
+        if cmd.contains("triton-controller") && cmd.contains("--admin-listen") && !cmd.starts_with("/bin/sh") {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+            return Some((hwm, ticks / 100.0));
+        }
+    }
+    None
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+async fn wait_status(df: &Flow, pred: impl Fn(&Value) -> bool) -> Instant {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", df.name));
+    let mut stream = watcher(df.api.clone(), cfg).applied_objects().boxed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), stream.next()).await;
+        match next {
+            Ok(Some(Ok(obj))) => {
+                let v: Value = serde_json::to_value(&obj).unwrap();
+                if pred(&v["status"]) {
+                    return Instant::now();
+                }
+            }
+            Ok(Some(Err(e))) => panic!("watching {}: {e}", df.name),
+            Ok(None) | Err(_) => panic!("timed out watching DeployFlow {}", df.name),
+        }
+    }
+}
+
+fn batch_is(s: &Value, batch: i64, phase: &str) -> bool {
+    let cur = s["conditions"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+    cur["batch"] == batch && cur["phase"] == phase
+}
+
+#[tokio::main]
+async fn main() {
+    let client = client().await;
+    let samples = arg("--reaction-samples", 30);
+    let concurrent = arg("--concurrent", 100);
+
+    // (1) Reaction time.
+    let ns = namespace(&client, "bench-reaction").await;
+    let mut flows = Vec::new();
+    for i in 0..samples {
+        let name = format!("r{i}");
+        flows.push(Flow::create(&client, &ns, flow(&name, &name, "create", 2, "nginx", json!({"batchSize": 1, "canary": 1, "mode": "auto"}))).await);
+    }
+    for df in &flows {
+        df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
+    }
+    let mut reaction = Vec::new();
+    for df in &flows {
+        let t0 = Instant::now();
+        df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+        let t1 = wait_status(df, |s| !s["conditions"][0]["pulledInAt"].is_null()).await;
+        reaction.push((t1 - t0).as_secs_f64() * 1000.0);
+    }
+    reaction.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    // (2) Tutorial wall time, intervals 0.
+    let ns = namespace(&client, "bench-tutorial").await;
+    let mut t = tutorial();
+    t["spec"]["updateStrategy"]["batchIntervalSeconds"] = json!(0);
+    let start = Instant::now();
+    let df = Flow::create(&client, &ns, t).await;
+    wait_status(&df, |s| batch_is(s, 1, "Smoked")).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+    wait_status(&df, |s| batch_is(s, 1, "Baking")).await;
+    df.patch_strategy("updateStrategy", json!({"stage": "Baked"})).await;
+    wait_status(&df, |s| batch_is(s, 2, "Pending")).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    wait_status(&df, |s| s["phase"] == "Success").await;
+    let tutorial_wall = start.elapsed();
+
+    // (3) Concurrent releases.
+    let ns = namespace(&client, "bench-concurrent").await;
+    let before = controller_proc();
+    let start = Instant::now();
+    let creates = (0..concurrent).map(|i| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            let name = format!("c{i}");
+            Flow::create(&client, &ns, flow(&name, &name, "create", 3, "nginx", json!({"batchSize": 1, "mode": "auto"}))).await
+        }
+    });
+    let flows: Vec<Flow> = futures::future::join_all(creates).await;
+    let api = dynamic_api(&client, &ns, "apps.triton.io", "v1alpha1", "DeployFlow");
+    let (succeeded, other) = eventually(&format!("{concurrent} DeployFlows finished"), Duration::from_secs(600), || async {
+        let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let phases: Vec<String> = list.items.iter().map(|d: &DynamicObject| d.data["status"]["phase"].as_str().unwrap_or("").to_string()).collect();
+        let done = phases.iter().filter(|p| ["Success", "Failed", "Canceled", "Aborted"].contains(&p.as_str())).count();
+        if done == flows.len() {
+            let ok = phases.iter().filter(|p| *p == "Success").count();
+            Ok((ok, done - ok))
+        } else {
+            Err(format!("{done}/{} finished", flows.len()))
+        }
+    })
+    .await;
+    let total = start.elapsed();
+    let after = controller_proc();
+
+    println!("triton-controller benchmark (local control plane, 2 cores shared by every component)");
+    println!("  reaction, Next patch -> pull-in recorded ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        reaction.len(), pct(&reaction, 0.5), pct(&reaction, 0.99), reaction.last().unwrap());
+    println!("  tutorial release, intervals 0, Next sent as each state is reached: {:.2} s", tutorial_wall.as_secs_f64());
+    println!("  {concurrent} concurrent DeployFlows x 3 replicas (auto, batches of 1): {:.1} s total, {succeeded} Success, {other} not", total.as_secs_f64());
+    match (before, after) {
+        (Some((_, cpu0)), Some((hwm, cpu1))) => println!(
+            "  triton-controller: peak RSS {:.1} MiB, CPU {:.1} s during the concurrent run ({:.1} s since start)",
+            hwm as f64 / 1024.0, cpu1 - cpu0, cpu1),
+        _ => println!("  triton-controller process not found in /proc"),
+    }
+    if other > 0 {
+        std::process::exit(1);
+    }
+}
