@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use triton_certs::{Pem, ca_bundle, new_ca, serving_cert, service_dns_names};
+use triton_certs::{Pem, ca_bundle, new_ca, service_dns_names, serving_cert};
 
 #[derive(Parser)]
-#[command(name = "triton-certs", version, about = "Certificates for triton-webhook without cert-manager")]
+#[command(
+    name = "triton-certs",
+    version,
+    about = "Certificates for triton-webhook without cert-manager"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,25 +54,44 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Webhook { out, service, namespace, dns, ips, no_service_names, days, ca_days } => {
+        Command::Webhook {
+            out,
+            service,
+            namespace,
+            dns,
+            ips,
+            no_service_names,
+            days,
+            ca_days,
+        } => {
             fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let (ca_crt, ca_key) = (out.join("ca.crt"), out.join("ca.key"));
             let ca = if ca_crt.exists() && ca_key.exists() {
                 eprintln!("reusing the CA in {}", ca_crt.display());
-                Pem { cert: fs::read_to_string(&ca_crt)?, key: fs::read_to_string(&ca_key)? }
+                Pem {
+                    cert: fs::read_to_string(&ca_crt)?,
+                    key: fs::read_to_string(&ca_key)?,
+                }
             } else {
                 let ca = new_ca(&format!("{service}-ca"), ca_days)?;
                 write(&ca_crt, &ca.cert, 0o644)?;
                 write(&ca_key, &ca.key, 0o600)?;
                 ca
             };
-            let mut names = if no_service_names { vec![] } else { service_dns_names(&service, &namespace) };
+            let mut names = if no_service_names {
+                vec![]
+            } else {
+                service_dns_names(&service, &namespace)
+            };
             names.extend(dns);
             let leaf = serving_cert(&ca, &names, &ips, days)?;
             write(&out.join("tls.crt"), &leaf.cert, 0o644)?;
             write(&out.join("tls.key"), &leaf.key, 0o600)?;
             write(&out.join("ca-bundle.b64"), &ca_bundle(&ca.cert), 0o644)?;
-            eprintln!("wrote {}/{{ca.crt,ca.key,tls.crt,tls.key,ca-bundle.b64}} for {names:?} {ips:?}", out.display());
+            eprintln!(
+                "wrote {}/{{ca.crt,ca.key,tls.crt,tls.key,ca-bundle.b64}} for {names:?} {ips:?}",
+                out.display()
+            );
             Ok(())
         }
     }
@@ -77,7 +100,12 @@ fn main() -> anyhow::Result<()> {
 /// Writes atomically (temp file + rename), so a server watching the file never reads half of it.
 fn write(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;

@@ -244,9 +244,15 @@ impl DeployFlowSpec {
     /// The strategy fields shared by both strategies, for this action.
     pub fn base(&self) -> BaseStrategy {
         if self.action.is_revision_changing() {
-            self.update_strategy.clone().map(|s| s.base).unwrap_or_else(empty_base)
+            self.update_strategy
+                .clone()
+                .map(|s| s.base)
+                .unwrap_or_else(empty_base)
         } else {
-            self.non_update_strategy.clone().map(|s| s.base).unwrap_or_else(empty_base)
+            self.non_update_strategy
+                .clone()
+                .map(|s| s.base)
+                .unwrap_or_else(empty_base)
         }
     }
 
@@ -263,38 +269,60 @@ impl DeployFlowSpec {
 
     /// Canary size when the action can have one.
     pub fn canary(&self) -> i32 {
-        if self.action.is_revision_changing() { self.update_strategy.as_ref().map_or(0, |s| s.canary) } else { 0 }
+        if self.action.is_revision_changing() {
+            self.update_strategy.as_ref().map_or(0, |s| s.canary)
+        } else {
+            0
+        }
     }
 
     pub fn stage(&self) -> Option<BatchPhase> {
-        self.update_strategy.as_ref().and_then(|s| s.stage.as_deref()).and_then(BatchPhase::parse)
+        self.update_strategy
+            .as_ref()
+            .and_then(|s| s.stage.as_deref())
+            .and_then(BatchPhase::parse)
     }
 
     /// Whether new pods are held out of Service endpoints until their batch is baked.
     pub fn pull_in(&self) -> bool {
-        self.action.is_revision_changing() && !self.update_strategy.as_ref().is_some_and(|s| s.no_pull_in)
+        self.action.is_revision_changing()
+            && !self.update_strategy.as_ref().is_some_and(|s| s.no_pull_in)
     }
 
     pub fn pull_in_timeout(&self) -> std::time::Duration {
-        let secs = self.update_strategy.as_ref().and_then(|s| s.pull_in_timeout_seconds).unwrap_or(60);
+        let secs = self
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.pull_in_timeout_seconds)
+            .unwrap_or(60);
         std::time::Duration::from_secs(secs.max(1) as u64)
     }
 
     pub fn pods_to_delete(&self) -> Vec<String> {
-        self.non_update_strategy.as_ref().and_then(|s| s.pods_to_delete.clone()).unwrap_or_default()
+        self.non_update_strategy
+            .as_ref()
+            .and_then(|s| s.pods_to_delete.clone())
+            .unwrap_or_default()
     }
 
     pub fn batch_interval(&self) -> std::time::Duration {
         let secs = self.base().batch_interval_seconds.max(0) as u64;
         // As the original: scale_in waits at least 1 s so re-created pods are not attributed to the next batch.
-        let secs = if self.action == Action::ScaleIn { secs.max(1) } else { secs };
+        let secs = if self.action == Action::ScaleIn {
+            secs.max(1)
+        } else {
+            secs
+        };
         std::time::Duration::from_secs(secs)
     }
 }
 
 /// An absent strategy: batches 0, manual, no batch size (reference §1.3).
 fn empty_base() -> BaseStrategy {
-    BaseStrategy { batches: 0, ..BaseStrategy::default() }
+    BaseStrategy {
+        batches: 0,
+        ..BaseStrategy::default()
+    }
 }
 
 impl DeployFlowStatus {

@@ -22,7 +22,10 @@ mod tests {
     fn checked_in_crd_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/deployflows.yaml");
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(on_disk == crd_yaml(), "crds/deployflows.yaml is stale; regenerate it with:\n    {REGENERATE}");
+        assert!(
+            on_disk == crd_yaml(),
+            "crds/deployflows.yaml is stale; regenerate it with:\n    {REGENERATE}"
+        );
     }
 
     #[test]
@@ -30,12 +33,34 @@ mod tests {
         let crd = DeployFlow::crd();
         assert_eq!(crd.spec.group, "apps.triton.io");
         assert_eq!(crd.spec.names.plural, "deployflows");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["df".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["df".to_string()][..])
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.subresources.as_ref().unwrap().status.is_some());
-        let columns: Vec<_> = version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(columns, ["REPLICAS", "UPDATED_READY_REPLICAS", "FINISHED_REPLICAS", "PHASE", "BATCHES", "CURRENT_BATCH_SIZE", "AGE", "UPDATE_AT", "PODS"]);
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "REPLICAS",
+                "UPDATED_READY_REPLICAS",
+                "FINISHED_REPLICAS",
+                "PHASE",
+                "BATCHES",
+                "CURRENT_BATCH_SIZE",
+                "AGE",
+                "UPDATE_AT",
+                "PODS"
+            ]
+        );
     }
 
     #[test]

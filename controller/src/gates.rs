@@ -22,12 +22,20 @@ pub fn held(pod: &Pod, deployflows: &[Arc<DeployFlow>]) -> bool {
     let name = pod.name_any();
     deployflows.iter().any(|df| {
         let status = df.status.clone().unwrap_or_default();
-        let running = !status.finished && status.phase.weight() < DeployPhase::BatchFinished.weight();
-        if df.namespace() != ns || Some(&df.spec.application.instance_name) != instance.as_ref() || !running || !df.spec.pull_in() {
+        let running =
+            !status.finished && status.phase.weight() < DeployPhase::BatchFinished.weight();
+        if df.namespace() != ns
+            || Some(&df.spec.application.instance_name) != instance.as_ref()
+            || !running
+            || !df.spec.pull_in()
+        {
             return false;
         }
         // Pods already pulled in by this release are not held; nor are pods of an older revision.
-        let pulled: Vec<String> = status.conditions.iter().flatten()
+        let pulled: Vec<String> = status
+            .conditions
+            .iter()
+            .flatten()
             .filter(|c| c.pulled_in_at.is_some() || c.phase == BatchPhase::Baked)
             .flat_map(|c| c.pods.iter().flatten().map(|p| p.name.clone()))
             .collect();
@@ -42,7 +50,10 @@ pub fn held(pod: &Pod, deployflows: &[Arc<DeployFlow>]) -> bool {
 }
 
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    if !observe::has_gate(&pod) || observe::is_true(&pod, READY_GATE) || observe::is_terminating(&pod) {
+    if !observe::has_gate(&pod)
+        || observe::is_true(&pod, READY_GATE)
+        || observe::is_terminating(&pod)
+    {
         return Ok(Requeue::await_change());
     }
     if !observe::is_true(&pod, "ContainersReady") || observe::is_failing(&pod) {

@@ -42,13 +42,21 @@ use crate::reconcile::Context;
 #[command(name = "triton-controller", version, about, long_about = None)]
 pub struct Args {
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "TRITON_CONTROLLER_ADMIN_LISTEN", default_value = "0.0.0.0:8000")]
+    #[arg(
+        long,
+        env = "TRITON_CONTROLLER_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8000"
+    )]
     pub admin_listen: SocketAddr,
     /// Log format: json or text.
     #[arg(long, env = "TRITON_CONTROLLER_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
     /// Name reported on Events (the Deployment's name).
-    #[arg(long, env = "TRITON_CONTROLLER_NAME", default_value = "triton-controller")]
+    #[arg(
+        long,
+        env = "TRITON_CONTROLLER_NAME",
+        default_value = "triton-controller"
+    )]
     pub name: String,
     /// This replica's name, reported on Events.
     #[arg(long, env = "POD_NAME")]
@@ -61,20 +69,34 @@ fn managed() -> watcher::Config {
 
 fn store<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, watcher(api, cfg))
+        .default_backoff()
+        .touched_objects();
     (reader, async move {
         stream.for_each(|_| async {}).await;
     })
 }
 
 /// DeployFlows (unfinished) of the CloneSet instance a labelled object belongs to.
-fn deployflows_of(dfs: &Store<DeployFlow>, ns: Option<String>, instance: Option<&String>) -> Vec<ObjectRef<DeployFlow>> {
+fn deployflows_of(
+    dfs: &Store<DeployFlow>,
+    ns: Option<String>,
+    instance: Option<&String>,
+) -> Vec<ObjectRef<DeployFlow>> {
     dfs.state()
         .iter()
-        .filter(|d| d.namespace() == ns && instance.is_none_or(|i| &d.spec.application.instance_name == i))
+        .filter(|d| {
+            d.namespace() == ns && instance.is_none_or(|i| &d.spec.application.instance_name == i)
+        })
         .filter(|d| !d.status.as_ref().is_some_and(|s| s.finished))
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
@@ -83,13 +105,22 @@ fn deployflows_of(dfs: &Store<DeployFlow>, ns: Option<String>, instance: Option<
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let (pods, pods_task) = store(Api::<Pod>::all(client.clone()), managed());
-    let (services, services_task) = store(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let (slices, slices_task) = store(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default());
+    let (services, services_task) = store(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (slices, slices_task) = store(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+    );
     tokio::spawn(pods_task);
     tokio::spawn(services_task);
     tokio::spawn(slices_task);
 
-    let reporter = Reporter { controller: args.name.clone(), instance: args.pod_name.clone() };
+    let reporter = Reporter {
+        controller: args.name.clone(),
+        instance: args.pod_name.clone(),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         pods: pods.clone(),
@@ -115,26 +146,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             managed(),
         )
         .watches(Api::<Pod>::all(client.clone()), managed(), move |pod| {
-            deployflows_of(&for_pods, pod.namespace(), pod.labels().get("app.kubernetes.io/instance"))
+            deployflows_of(
+                &for_pods,
+                pod.namespace(),
+                pod.labels().get("app.kubernetes.io/instance"),
+            )
         })
-        .watches(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default(), move |slice| {
-            deployflows_of(&for_slices, slice.namespace(), None)
-        })
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+            move |slice| deployflows_of(&for_slices, slice.namespace(), None),
+        )
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let pods_for_dfs = pods.clone();
     let gate_controller = Controller::new(Api::<Pod>::all(client.clone()), managed())
-        .watches(dfs_api, watcher::Config::default(), move |df: DeployFlow| {
-            let instance = df.spec.application.instance_name.clone();
-            pods_for_dfs
-                .state()
-                .iter()
-                .filter(|p| p.namespace() == df.namespace() && p.labels().get("app.kubernetes.io/instance") == Some(&instance))
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            dfs_api,
+            watcher::Config::default(),
+            move |df: DeployFlow| {
+                let instance = df.spec.application.instance_name.clone();
+                pods_for_dfs
+                    .state()
+                    .iter()
+                    .filter(|p| {
+                        p.namespace() == df.namespace()
+                            && p.labels().get("app.kubernetes.io/instance") == Some(&instance)
+                    })
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(gates::reconcile, gates::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -142,7 +186,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
-        let (pods, services, slices, dfs) = (pods.clone(), services.clone(), slices.clone(), df_store.clone());
+        let (pods, services, slices, dfs) = (
+            pods.clone(),
+            services.clone(),
+            slices.clone(),
+            df_store.clone(),
+        );
         tokio::spawn(async move {
             let _ = pods.wait_until_ready().await;
             tracing::info!(cache = "pods", "cache synced");
@@ -171,7 +220,9 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
         }
     };
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let (ready, ctx) = (ready.clone(), ctx.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -179,8 +230,13 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                 async move {
                     let (status, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, "ok".to_string()),
-                        "/readyz" if ready.load(Ordering::SeqCst) => (StatusCode::OK, "ok".to_string()),
-                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced".to_string()),
+                        "/readyz" if ready.load(Ordering::SeqCst) => {
+                            (StatusCode::OK, "ok".to_string())
+                        }
+                        "/readyz" => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "caches not synced".to_string(),
+                        ),
                         "/metrics" => (StatusCode::OK, ctx.metrics.encode()),
                         other => (StatusCode::NOT_FOUND, format!("no such path: {other}")),
                     };
@@ -189,16 +245,22 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                     Ok::<_, Infallible>(r)
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), svc).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
         });
     }
 }
 
 /// Sets up `tracing` to stdout, as JSON or text.
 pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {

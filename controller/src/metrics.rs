@@ -15,7 +15,11 @@ pub struct Phase(pub DeployPhase);
 
 impl EncodeLabelValue for Phase {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(if self.0 == DeployPhase::New { "New" } else { self.0.as_str() })
+        encoder.write_str(if self.0 == DeployPhase::New {
+            "New"
+        } else {
+            self.0.as_str()
+        })
     }
 }
 
@@ -42,16 +46,35 @@ impl Default for Metrics {
         let transitions = Family::<PhaseLabels, Counter>::default();
         let reconcile = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("phase_transitions", "DeployFlow phase transitions, by the phase entered", transitions.clone());
-        registry.register("reconcile_duration_seconds", "Time of one DeployFlow reconcile, writes included", reconcile.clone());
-        registry.register("api_errors", "Failed reconciles, by what failed", errors.clone());
-        Self { registry, transitions, reconcile, errors }
+        registry.register(
+            "phase_transitions",
+            "DeployFlow phase transitions, by the phase entered",
+            transitions.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one DeployFlow reconcile, writes included",
+            reconcile.clone(),
+        );
+        registry.register(
+            "api_errors",
+            "Failed reconciles, by what failed",
+            errors.clone(),
+        );
+        Self {
+            registry,
+            transitions,
+            reconcile,
+            errors,
+        }
     }
 }
 
 impl Metrics {
     pub fn transition(&self, _from: DeployPhase, to: DeployPhase, _took: Duration) {
-        self.transitions.get_or_create(&PhaseLabels { phase: Phase(to) }).inc();
+        self.transitions
+            .get_or_create(&PhaseLabels { phase: Phase(to) })
+            .inc();
     }
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.observe(took.as_secs_f64());
@@ -61,7 +84,8 @@ impl Metrics {
     }
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }

@@ -62,14 +62,25 @@ impl CloneSetView {
     }
     /// UID of the controller owner, if it is a DeployFlow.
     pub fn controller_deployflow(&self) -> Option<(&str, &str)> {
-        self.metadata.owner_references.as_ref()?.iter().find_map(|r| {
-            (r.controller == Some(true) && r.kind == "DeployFlow").then_some((r.name.as_str(), r.uid.as_str()))
-        })
+        self.metadata
+            .owner_references
+            .as_ref()?
+            .iter()
+            .find_map(|r| {
+                (r.controller == Some(true) && r.kind == "DeployFlow")
+                    .then_some((r.name.as_str(), r.uid.as_str()))
+            })
     }
 }
 
 pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
 }
 
 pub fn is_true(pod: &Pod, type_: &str) -> bool {
@@ -93,7 +104,10 @@ pub fn pod_phase(pod: &Pod) -> String {
     } else if restarts(pod) > 0 {
         "Failed".into()
     } else {
-        pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into())
+        pod.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into())
     }
 }
 
@@ -110,11 +124,18 @@ pub fn is_smoked(pod: &Pod) -> bool {
 }
 
 pub fn has_gate(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.readiness_gates.as_ref()).is_some_and(|g| g.iter().any(|g| g.condition_type == READY_GATE))
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| g.iter().any(|g| g.condition_type == READY_GATE))
 }
 
 pub fn revision(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get("controller-revision-hash").map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get("controller-revision-hash")
+        .map(String::as_str)
 }
 
 pub fn is_terminating(pod: &Pod) -> bool {
@@ -123,10 +144,18 @@ pub fn is_terminating(pod: &Pod) -> bool {
 
 /// The app port: the first port of the first container named "" or `app-port`, else the first.
 pub fn app_port(pod: &Pod) -> i32 {
-    let ports = pod.spec.iter().flat_map(|s| s.containers.iter()).flat_map(|c| c.ports.iter().flatten());
+    let ports = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten());
     let all: Vec<_> = ports.collect();
     all.iter()
-        .find(|p| p.name.as_deref().is_none_or(|n| n.is_empty() || n == "app-port"))
+        .find(|p| {
+            p.name
+                .as_deref()
+                .is_none_or(|n| n.is_empty() || n == "app-port")
+        })
         .or(all.first())
         .map_or(0, |p| p.container_port)
 }
@@ -147,16 +176,29 @@ pub fn attribute_batch<'a>(
         .filter(|p| !is_terminating(p))
         .filter(|p| revision_filter.is_none_or(|r| revision(p) == Some(r)))
         .filter(|p| {
-            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+            let created = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second());
             match (start_secs, created) {
                 (Some(s), Some(c)) => c >= s,
                 _ => true,
             }
         })
-        .filter(|p| !other_batches.iter().any(|n| Some(n) == p.metadata.name.as_ref()))
+        .filter(|p| {
+            !other_batches
+                .iter()
+                .any(|n| Some(n) == p.metadata.name.as_ref())
+        })
         .collect();
     picked.sort_by(|a, b| {
-        let key = |p: &Pod| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.metadata.name.clone());
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.name.clone(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     picked.truncate(size);
@@ -173,8 +215,13 @@ pub fn pulled_in(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) -> R
     let ns = pod.metadata.namespace.as_deref();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    for svc in services.iter().filter(|s| s.metadata.namespace.as_deref() == ns) {
-        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else { continue };
+    for svc in services
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == ns)
+    {
+        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
         if !selects(selector, &labels) {
             continue;
         }
@@ -182,7 +229,14 @@ pub fn pulled_in(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) -> R
         let ready = slices
             .iter()
             .filter(|s| s.metadata.namespace.as_deref() == ns)
-            .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str) == Some(svc_name))
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    .map(String::as_str)
+                    == Some(svc_name)
+            })
             .flat_map(|s| s.endpoints.iter().flatten())
             .any(|ep| {
                 ep.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
@@ -215,21 +269,58 @@ mod tests {
 
     #[test]
     fn phases_follow_the_original_order() {
-        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[("Ready", "True"), ("ContainersReady", "True")], 0)), "Ready");
-        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "True")], 0)), "ContainersReady");
-        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 2)), "Failed");
-        assert_eq!(pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 0)), "Running");
+        assert_eq!(
+            pod_phase(&pod(
+                "a",
+                "2026-01-01T00:00:00Z",
+                &[("Ready", "True"), ("ContainersReady", "True")],
+                0
+            )),
+            "Ready"
+        );
+        assert_eq!(
+            pod_phase(&pod(
+                "a",
+                "2026-01-01T00:00:00Z",
+                &[("ContainersReady", "True")],
+                0
+            )),
+            "ContainersReady"
+        );
+        assert_eq!(
+            pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 2)),
+            "Failed"
+        );
+        assert_eq!(
+            pod_phase(&pod("a", "2026-01-01T00:00:00Z", &[], 0)),
+            "Running"
+        );
     }
 
     #[test]
     fn a_restarted_pod_that_recovered_is_not_failing() {
-        assert!(is_failing(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "False")], 1)));
-        assert!(!is_failing(&pod("a", "2026-01-01T00:00:00Z", &[("ContainersReady", "True")], 1)));
+        assert!(is_failing(&pod(
+            "a",
+            "2026-01-01T00:00:00Z",
+            &[("ContainersReady", "False")],
+            1
+        )));
+        assert!(!is_failing(&pod(
+            "a",
+            "2026-01-01T00:00:00Z",
+            &[("ContainersReady", "True")],
+            1
+        )));
     }
 
     #[test]
     fn a_pod_that_is_ready_counts_as_smoked() {
-        assert!(is_smoked(&pod("a", "2026-01-01T00:00:00Z", &[("Ready", "True")], 0)));
+        assert!(is_smoked(&pod(
+            "a",
+            "2026-01-01T00:00:00Z",
+            &[("Ready", "True")],
+            0
+        )));
     }
 
     #[test]
@@ -242,14 +333,22 @@ mod tests {
         ];
         let start: Time = serde_json::from_value(json!("2026-01-01T00:00:30Z")).unwrap();
         let got = attribute_batch(&pods, Some("r1"), Some(&start), &["b1".into()], 1);
-        assert_eq!(got.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>(), vec!["new1"]);
+        assert_eq!(
+            got.iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect::<Vec<_>>(),
+            vec!["new1"]
+        );
     }
 
     #[test]
     fn pull_in_needs_a_ready_endpoint_in_every_selecting_service() {
         let p = pod("p1", "2026-01-01T00:00:00Z", &[], 0);
         let svc = |name: &str, sel: Value| -> Service {
-            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"selector": sel}})).unwrap()
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"selector": sel}}),
+            )
+            .unwrap()
         };
         let slice = |svc: &str, ready: bool| -> EndpointSlice {
             serde_json::from_value(json!({"metadata": {"name": format!("{svc}-x"), "namespace": "ns", "labels": {"kubernetes.io/service-name": svc}},
@@ -258,7 +357,10 @@ mod tests {
             .unwrap()
         };
         assert!(pulled_in(&p, &[], &[]).is_ok(), "no Service selects it");
-        let services = vec![svc("a", json!({"app": "a"})), svc("other", json!({"app": "zzz"}))];
+        let services = vec![
+            svc("a", json!({"app": "a"})),
+            svc("other", json!({"app": "zzz"})),
+        ];
         assert!(pulled_in(&p, &services, &[slice("a", false)]).is_err());
         assert!(pulled_in(&p, &services, &[slice("a", true)]).is_ok());
         let two = vec![svc("a", json!({"app": "a"})), svc("b", json!({"app": "a"}))];

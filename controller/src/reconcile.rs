@@ -9,14 +9,18 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use triton_core::names::*;
-use triton_core::release::{self, Action, BatchPhase, BatchStep, CloneSetTarget, CurrentBatch, DeployPhase, Desired};
+use triton_core::release::{
+    self, Action, BatchPhase, BatchStep, CloneSetTarget, CurrentBatch, DeployPhase, Desired,
+};
 
 use crate::crd::{BatchCondition, DeployFlow, DeployFlowStatus, PodInfo};
 use crate::metrics::Metrics;
@@ -28,13 +32,29 @@ pub const MANAGER: &str = "triton-controller";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading CloneSet {name}: {source}")]
-    GetCloneSet { name: String, #[source] source: kube::Error },
+    GetCloneSet {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing CloneSet {name}: {source}")]
-    PatchCloneSet { name: String, #[source] source: kube::Error },
+    PatchCloneSet {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("creating CloneSet {name}: {source}")]
-    CreateCloneSet { name: String, #[source] source: kube::Error },
+    CreateCloneSet {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("setting {READY_GATE} on pod {pod}: {source}")]
-    FlipGate { pod: String, #[source] source: kube::Error },
+    FlipGate {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing the status: {0}")]
     PatchStatus(#[source] kube::Error),
     #[error("CloneSet {0} is not controlled by this DeployFlow")]
@@ -47,7 +67,9 @@ impl Error {
     /// A bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::GetCloneSet { .. } | Error::PatchCloneSet { .. } | Error::CreateCloneSet { .. } => "cloneset",
+            Error::GetCloneSet { .. }
+            | Error::PatchCloneSet { .. }
+            | Error::CreateCloneSet { .. } => "cloneset",
             Error::FlipGate { .. } => "pod",
             Error::PatchStatus(_) => "status",
             Error::NotOwned(_) | Error::NoNamespace => "state",
@@ -66,7 +88,10 @@ pub struct Context {
 }
 
 pub fn cloneset_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(KRUISE_GROUP, "v1alpha1", CLONESET_KIND), "clonesets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(KRUISE_GROUP, "v1alpha1", CLONESET_KIND),
+        "clonesets",
+    )
 }
 
 fn now() -> Time {
@@ -83,7 +108,10 @@ pub fn default_labels(df: &DeployFlow) -> serde_json::Map<String, Value> {
     let app = &df.spec.application;
     let mut m = serde_json::Map::new();
     m.insert("app.kubernetes.io/name".into(), json!(app.app_name));
-    m.insert("app.kubernetes.io/instance".into(), json!(app.instance_name));
+    m.insert(
+        "app.kubernetes.io/instance".into(),
+        json!(app.instance_name),
+    );
     m.insert("app".into(), json!(app.app_id.to_string()));
     m.insert("group".into(), json!(app.group_id.to_string()));
     m.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY_VALUE));
@@ -105,11 +133,19 @@ fn template(df: &DeployFlow) -> Value {
     if !t.is_object() {
         t = json!({});
     }
-    let meta = t.as_object_mut().unwrap().entry("metadata").or_insert_with(|| json!({}));
+    let meta = t
+        .as_object_mut()
+        .unwrap()
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
     if !meta.is_object() {
         *meta = json!({});
     }
-    let labels = meta.as_object_mut().unwrap().entry("labels").or_insert_with(|| json!({}));
+    let labels = meta
+        .as_object_mut()
+        .unwrap()
+        .entry("labels")
+        .or_insert_with(|| json!({}));
     if !labels.is_object() {
         *labels = json!({});
     }
@@ -134,18 +170,29 @@ pub async fn reconcile(df: Arc<DeployFlow>, ctx: Arc<Context>) -> Result<Requeue
     if before.finished {
         return Ok(Requeue::await_change());
     }
-    let mut step = Step { df: &df, ns, cs_name: df.spec.application.instance_name.clone(), ctx: &ctx, status: before.clone() };
+    let mut step = Step {
+        df: &df,
+        ns,
+        cs_name: df.spec.application.instance_name.clone(),
+        ctx: &ctx,
+        status: before.clone(),
+    };
     let result = step.run().await;
     if step.status != before {
         step.status.updated_at = Some(now());
         step.status.observed_generation = df.metadata.generation;
         let patch = json!({"status": step.status});
         Api::<DeployFlow>::namespaced(ctx.client.clone(), &step.ns)
-            .patch_status(&df.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
+            .patch_status(
+                &df.name_any(),
+                &PatchParams::apply(MANAGER),
+                &Patch::Merge(&patch),
+            )
             .await
             .map_err(Error::PatchStatus)?;
         if step.status.phase != before.phase {
-            ctx.metrics.transition(before.phase, step.status.phase, started.elapsed());
+            ctx.metrics
+                .transition(before.phase, step.status.phase, started.elapsed());
             let (type_, reason) = match step.status.phase {
                 DeployPhase::Success => (EventType::Normal, "Deployed"),
                 DeployPhase::Failed | DeployPhase::Aborted => (EventType::Warning, "Unhealthy"),
@@ -158,16 +205,32 @@ pub async fn reconcile(df: Arc<DeployFlow>, ctx: Arc<Context>) -> Result<Requeue
             };
             step.event(type_, reason, &note).await;
         }
-        let (b0, b1) = (before.current().map(|c| (c.batch, c.phase)), step.status.current().map(|c| (c.batch, c.phase)));
+        let (b0, b1) = (
+            before.current().map(|c| (c.batch, c.phase)),
+            step.status.current().map(|c| (c.batch, c.phase)),
+        );
         if b0 != b1
             && let Some((batch, phase)) = b1
         {
-            let type_ = if phase.is_failed() { EventType::Warning } else { EventType::Normal };
+            let type_ = if phase.is_failed() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
             let note = match &step.status.message {
                 Some(m) if phase.is_failed() => format!("batch {batch} {phase:?}: {m}"),
                 _ => format!("batch {batch} {phase:?}"),
             };
-            step.event(type_, if phase.is_failed() { "BatchFailed" } else { "BatchPhaseChanged" }, &note).await;
+            step.event(
+                type_,
+                if phase.is_failed() {
+                    "BatchFailed"
+                } else {
+                    "BatchPhaseChanged"
+                },
+                &note,
+            )
+            .await;
         }
     }
     ctx.metrics.reconciled(started.elapsed());
@@ -186,8 +249,19 @@ impl Step<'_> {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: &str) {
-        let ev = Event { type_, reason: reason.into(), note: Some(note.into()), action: "Reconcile".into(), secondary: None };
-        if let Err(error) = self.ctx.recorder.publish(&ev, &self.df.object_ref(&())).await {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .ctx
+            .recorder
+            .publish(&ev, &self.df.object_ref(&()))
+            .await
+        {
             tracing::debug!(%error, "publishing an event failed");
         }
     }
@@ -197,7 +271,14 @@ impl Step<'_> {
     }
 
     async fn cloneset(&self) -> Result<Option<(CloneSetView, Value)>, Error> {
-        let obj = self.clonesets().get_opt(&self.cs_name).await.map_err(|source| Error::GetCloneSet { name: self.cs_name.clone(), source })?;
+        let obj = self
+            .clonesets()
+            .get_opt(&self.cs_name)
+            .await
+            .map_err(|source| Error::GetCloneSet {
+                name: self.cs_name.clone(),
+                source,
+            })?;
         Ok(obj.map(|o| {
             let v = serde_json::to_value(&o).unwrap_or_default();
             (CloneSetView::from_value(v.clone()).unwrap_or_default(), v)
@@ -205,7 +286,8 @@ impl Step<'_> {
     }
 
     fn owns(&self, cs: &CloneSetView) -> bool {
-        cs.controller_deployflow().is_some_and(|(_, uid)| Some(uid) == self.df.uid().as_deref())
+        cs.controller_deployflow()
+            .is_some_and(|(_, uid)| Some(uid) == self.df.uid().as_deref())
     }
 
     async fn owned_cloneset(&self) -> Result<CloneSetView, Error> {
@@ -217,9 +299,16 @@ impl Step<'_> {
 
     async fn patch_cloneset(&self, patch: Value) -> Result<(), Error> {
         self.clonesets()
-            .patch(&self.cs_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &self.cs_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
-            .map_err(|source| Error::PatchCloneSet { name: self.cs_name.clone(), source })?;
+            .map_err(|source| Error::PatchCloneSet {
+                name: self.cs_name.clone(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -272,7 +361,11 @@ impl Step<'_> {
     }
 
     fn current(&self) -> Option<CurrentBatch> {
-        self.status.current().map(|c| CurrentBatch { batch: c.batch, phase: c.phase, canary: c.canary })
+        self.status.current().map(|c| CurrentBatch {
+            batch: c.batch,
+            phase: c.phase,
+            canary: c.canary,
+        })
     }
 
     fn desired(&self) -> Desired {
@@ -297,10 +390,10 @@ impl Step<'_> {
     }
 
     async fn run(&mut self) -> Result<Requeue, Error> {
-        if self.status.phase.weight() < DeployPhase::BatchFinished.weight() {
-            if let Some(requeue) = self.interrupts().await? {
-                return Ok(requeue);
-            }
+        if self.status.phase.weight() < DeployPhase::BatchFinished.weight()
+            && let Some(requeue) = self.interrupts().await?
+        {
+            return Ok(requeue);
         }
         match self.status.phase {
             DeployPhase::New => {
@@ -322,14 +415,24 @@ impl Step<'_> {
             self.cancel().await?;
             return Ok(Some(Requeue::await_change()));
         }
-        let Some(want) = base.paused else { return Ok(None) };
+        let Some(want) = base.paused else {
+            return Ok(None);
+        };
         if want == self.status.paused {
             return Ok(None);
         }
         if !want && self.status.current().is_some_and(|c| c.phase.is_failed()) {
             // Resume only once the failure cleared.
-            let failing: Vec<String> = self.batch_pods().iter().filter(|p| observe::is_failing(p)).filter_map(|p| p.metadata.name.clone()).collect();
-            let unpulled = self.status.current().is_some_and(|c| c.phase == BatchPhase::BakeFailed);
+            let failing: Vec<String> = self
+                .batch_pods()
+                .iter()
+                .filter(|p| observe::is_failing(p))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            let unpulled = self
+                .status
+                .current()
+                .is_some_and(|c| c.phase == BatchPhase::BakeFailed);
             if !failing.is_empty() {
                 let msg = format!("resume refused: pods still failing: {}", failing.join(", "));
                 if self.status.message.as_deref() != Some(&msg) {
@@ -339,87 +442,145 @@ impl Step<'_> {
                 return Ok(Some(Requeue::await_change()));
             }
             let cur = self.status.current_mut().unwrap();
-            cur.phase = if unpulled { BatchPhase::Smoked } else { BatchPhase::Smoking };
+            cur.phase = if unpulled {
+                BatchPhase::Smoked
+            } else {
+                BatchPhase::Smoking
+            };
             cur.failed_replicas = 0;
             cur.pulled_in_at = None;
             self.status.message = None;
         }
         if self.cloneset().await?.is_some_and(|(cs, _)| self.owns(&cs)) {
-            self.patch_cloneset(json!({"spec": {"updateStrategy": {"paused": want}}})).await?;
+            self.patch_cloneset(json!({"spec": {"updateStrategy": {"paused": want}}}))
+                .await?;
         }
         self.status.paused = want;
         Ok(Some(Requeue::await_change()))
     }
 
     async fn cancel(&mut self) -> Result<(), Error> {
-        let size = self.status.current().filter(|c| c.phase != BatchPhase::Baked).map_or(0, |c| c.batch_size);
+        let size = self
+            .status
+            .current()
+            .filter(|c| c.phase != BatchPhase::Baked)
+            .map_or(0, |c| c.batch_size);
         if let Some((cs, _)) = self.cloneset().await?
             && self.owns(&cs)
         {
             // Pull the un-baked batch out of the Services, then remove the surge / the batch.
-            let names: Vec<String> = self.status.current().filter(|c| c.phase != BatchPhase::Baked)
-                .and_then(|c| c.pods.clone()).unwrap_or_default().into_iter().map(|p| p.name).collect();
-            for pod in self.pods().iter().filter(|p| p.metadata.name.as_ref().is_some_and(|n| names.contains(n))) {
+            let names: Vec<String> = self
+                .status
+                .current()
+                .filter(|c| c.phase != BatchPhase::Baked)
+                .and_then(|c| c.pods.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+            for pod in self
+                .pods()
+                .iter()
+                .filter(|p| p.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
+            {
                 self.set_gate(pod, "False", "Canceled").await?;
             }
             let step = self.batch_step(size);
             self.apply_target(release::cancel_target(step), json!({"updateStrategy": {"paused": false}, "scaleStrategy": {"podsToDelete": null}})).await?;
             self.release_ownership().await?;
         }
-        let at = self.status.current().map(|c| format!("batch {} ({:?})", c.batch, c.phase)).unwrap_or_else(|| "before the first batch".into());
+        let at = self
+            .status
+            .current()
+            .map(|c| format!("batch {} ({:?})", c.batch, c.phase))
+            .unwrap_or_else(|| "before the first batch".into());
         self.set_phase(DeployPhase::Canceled, Some(format!("canceled at {at}")));
         Ok(())
     }
 
     async fn release_ownership(&self) -> Result<(), Error> {
-        let Some((cs, raw)) = self.cloneset().await? else { return Ok(()) };
+        let Some((cs, raw)) = self.cloneset().await? else {
+            return Ok(());
+        };
         if !self.owns(&cs) {
             return Ok(());
         }
         let uid = self.df.uid().unwrap_or_default();
-        let remaining: Vec<Value> = raw["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default()
-            .into_iter().filter(|r| r["uid"] != json!(uid)).collect();
+        let remaining: Vec<Value> = raw["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["uid"] != json!(uid))
+            .collect();
         let rv = raw["metadata"]["resourceVersion"].clone();
-        self.patch_cloneset(json!({"metadata": {"ownerReferences": remaining, "resourceVersion": rv}})).await
+        self.patch_cloneset(
+            json!({"metadata": {"ownerReferences": remaining, "resourceVersion": rv}}),
+        )
+        .await
     }
 
     async fn pending(&mut self) -> Result<Requeue, Error> {
         let action = self.spec().action;
         let existing = self.cloneset().await?;
         // The CloneSet's size before we touch it: the base of scale targets and of cancel.
-        self.status.replicas_at_start = Some(existing.as_ref().map_or(0, |(cs, _)| cs.spec.replicas));
+        self.status.replicas_at_start =
+            Some(existing.as_ref().map_or(0, |(cs, _)| cs.spec.replicas));
         match (action, existing) {
             (Action::Create, None) => self.create_cloneset().await?,
             (Action::Create, Some((cs, _))) if self.owns(&cs) => {}
             (Action::Create, Some(_)) => {
-                self.set_phase(DeployPhase::Failed, Some(format!("CloneSet {} already exists; use action update", self.cs_name)));
+                self.set_phase(
+                    DeployPhase::Failed,
+                    Some(format!(
+                        "CloneSet {} already exists; use action update",
+                        self.cs_name
+                    )),
+                );
                 return Ok(Requeue::await_change());
             }
             (_, None) => {
-                self.set_phase(DeployPhase::Failed, Some(format!("CloneSet {} not found; use action create", self.cs_name)));
+                self.set_phase(
+                    DeployPhase::Failed,
+                    Some(format!(
+                        "CloneSet {} not found; use action create",
+                        self.cs_name
+                    )),
+                );
                 return Ok(Requeue::await_change());
             }
             (_, Some((cs, raw))) => {
-                if !self.owns(&cs) {
-                    if let Some((name, uid)) = cs.controller_deployflow() {
-                        let other = self.ctx.deployflows.get().and_then(|s| {
-                            s.state().into_iter().find(|d| d.uid().as_deref() == Some(uid) && d.name_any() == name)
-                        });
-                        if let Some(other) = other.filter(|d| !d.status.as_ref().is_some_and(|s| s.finished)) {
-                            let other_paused = other.status.as_ref().is_some_and(|s| s.paused);
-                            if !(other_paused && action.is_revision_changing()) {
-                                self.status.message = Some(format!("waiting for DeployFlow {name}, which is still releasing this CloneSet"));
-                                return Ok(Requeue::requeue(Duration::from_secs(5)));
-                            }
-                            self.abort(&other).await?;
+                if !self.owns(&cs)
+                    && let Some((name, uid)) = cs.controller_deployflow()
+                {
+                    let other = self.ctx.deployflows.get().and_then(|s| {
+                        s.state()
+                            .into_iter()
+                            .find(|d| d.uid().as_deref() == Some(uid) && d.name_any() == name)
+                    });
+                    if let Some(other) =
+                        other.filter(|d| !d.status.as_ref().is_some_and(|s| s.finished))
+                    {
+                        let other_paused = other.status.as_ref().is_some_and(|s| s.paused);
+                        if !(other_paused && action.is_revision_changing()) {
+                            self.status.message = Some(format!(
+                                "waiting for DeployFlow {name}, which is still releasing this CloneSet"
+                            ));
+                            return Ok(Requeue::requeue(Duration::from_secs(5)));
                         }
+                        self.abort(&other).await?;
                     }
                 }
                 self.adopt(&cs, &raw).await?;
             }
         }
         if !action.is_revision_changing() {
-            let mut names: Vec<String> = self.pods().iter().filter(|p| !observe::is_terminating(p)).map(|p| p.name_any()).collect();
+            let mut names: Vec<String> = self
+                .pods()
+                .iter()
+                .filter(|p| !observe::is_terminating(p))
+                .map(|p| p.name_any())
+                .collect();
             names.sort();
             self.status.pods_at_start = Some(names);
         }
@@ -432,7 +593,13 @@ impl Step<'_> {
         let api = Api::<DeployFlow>::namespaced(self.ctx.client.clone(), &self.ns);
         let patch = json!({"status": {"phase": "Aborted", "finished": true, "finishedAt": now(),
             "message": format!("aborted by DeployFlow {}", self.df.name_any())}});
-        api.patch_status(&other.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(&patch)).await.map_err(Error::PatchStatus)?;
+        api.patch_status(
+            &other.name_any(),
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::PatchStatus)?;
         Ok(())
     }
 
@@ -450,9 +617,18 @@ impl Step<'_> {
         });
         let obj: DynamicObject = serde_json::from_value(cs).expect("a CloneSet manifest");
         self.clonesets()
-            .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &obj)
+            .create(
+                &PostParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..Default::default()
+                },
+                &obj,
+            )
             .await
-            .map_err(|source| Error::CreateCloneSet { name: self.cs_name.clone(), source })?;
+            .map_err(|source| Error::CreateCloneSet {
+                name: self.cs_name.clone(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -460,8 +636,13 @@ impl Step<'_> {
     /// update/rollback also writes the new template with every pod held back by the partition.
     async fn adopt(&self, cs: &CloneSetView, raw: &Value) -> Result<(), Error> {
         let uid = self.df.uid().unwrap_or_default();
-        let mut refs: Vec<Value> = raw["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default()
-            .into_iter().filter(|r| r["controller"] != json!(true) && r["uid"] != json!(uid)).collect();
+        let mut refs: Vec<Value> = raw["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["controller"] != json!(true) && r["uid"] != json!(uid))
+            .collect();
         refs.push(owner_ref(self.df));
         let mut spec = json!({"updateStrategy": {"paused": false}});
         if self.spec().action.is_revision_changing() {
@@ -487,7 +668,11 @@ impl Step<'_> {
         }
         self.refresh(&cs);
         // Pods already on the (new) update revision, once Kruise has seen the new template.
-        self.status.updated_at_start = Some(if self.spec().action.is_revision_changing() { cs.status.updated_replicas } else { 0 });
+        self.status.updated_at_start = Some(if self.spec().action.is_revision_changing() {
+            cs.status.updated_replicas
+        } else {
+            0
+        });
         let spec = self.spec();
         let extra = self.extra();
         self.status.replicas_to_process = release::replicas_to_process(
@@ -503,22 +688,46 @@ impl Step<'_> {
 
     /// Live pods attributed to the current batch.
     fn batch_pods(&self) -> Vec<Pod> {
-        let names: Vec<String> = self.status.current().and_then(|c| c.pods.clone()).unwrap_or_default().into_iter().map(|p| p.name).collect();
-        self.pods().into_iter().filter(|p| p.metadata.name.as_ref().is_some_and(|n| names.contains(n)) && !observe::is_terminating(p)).collect()
+        let names: Vec<String> = self
+            .status
+            .current()
+            .and_then(|c| c.pods.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        self.pods()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.name.as_ref().is_some_and(|n| names.contains(n))
+                    && !observe::is_terminating(p)
+            })
+            .collect()
     }
 
     async fn batch_started(&mut self) -> Result<Requeue, Error> {
         let cs = self.owned_cloneset().await?;
         self.refresh(&cs);
-        let Some(cur) = self.status.current().cloned() else { return self.prepare_batch(None) };
+        let Some(cur) = self.status.current().cloned() else {
+            return self.prepare_batch(None);
+        };
         match cur.phase {
             BatchPhase::Baked => self.prepare_batch(Some(&cur)),
             BatchPhase::Pending => {
-                if cur.batch > 1 && !release::move_forward(self.current(), self.status.paused, self.desired()) {
-                    self.status.message = Some(format!("batch {} waits for batches >= {}", cur.batch, cur.batch));
+                if cur.batch > 1
+                    && !release::move_forward(self.current(), self.status.paused, self.desired())
+                {
+                    self.status.message = Some(format!(
+                        "batch {} waits for batches >= {}",
+                        cur.batch, cur.batch
+                    ));
                     return Ok(Requeue::await_change());
                 }
-                self.apply_target(release::batch_start_target(self.batch_step(cur.batch_size)), json!({})).await?;
+                self.apply_target(
+                    release::batch_start_target(self.batch_step(cur.batch_size)),
+                    json!({}),
+                )
+                .await?;
                 let c = self.status.current_mut().unwrap();
                 c.phase = BatchPhase::Smoking;
                 c.started_at = Some(now());
@@ -528,7 +737,9 @@ impl Step<'_> {
             BatchPhase::Smoking => self.smoking(&cs, &cur),
             BatchPhase::Smoked => self.smoked(&cur).await,
             BatchPhase::Baking => {
-                if cur.canary && !release::move_forward(self.current(), self.status.paused, self.desired()) {
+                if cur.canary
+                    && !release::move_forward(self.current(), self.status.paused, self.desired())
+                {
                     return Ok(Requeue::await_change());
                 }
                 self.finish_batch(&cur).await
@@ -549,7 +760,12 @@ impl Step<'_> {
         {
             // Status times have second resolution: count from the stored (truncated) time plus
             // one second, so batches are at least the interval apart in real time too.
-            let interval = spec.batch_interval() + if spec.batch_interval().is_zero() { Duration::ZERO } else { Duration::from_secs(1) };
+            let interval = spec.batch_interval()
+                + if spec.batch_interval().is_zero() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(1)
+                };
             let waited = since(done);
             if waited < interval {
                 return Ok(Requeue::requeue(interval - waited));
@@ -586,24 +802,47 @@ impl Step<'_> {
         }
         let others: Vec<String> = {
             let mine: Vec<String> = cur.pods.iter().flatten().map(|p| p.name.clone()).collect();
-            let earlier = self.status.pods.iter().flatten().filter(|n| !mine.contains(n)).cloned();
-            earlier.chain(self.status.pods_at_start.iter().flatten().cloned()).collect()
+            let earlier = self
+                .status
+                .pods
+                .iter()
+                .flatten()
+                .filter(|n| !mine.contains(n))
+                .cloned();
+            earlier
+                .chain(self.status.pods_at_start.iter().flatten().cloned())
+                .collect()
         };
         let pods = self.pods();
         let revision = cs.status.update_revision.as_deref();
-        let picked = observe::attribute_batch(&pods, revision, cur.started_at.as_ref(), &others, cur.batch_size.max(0) as usize);
+        let picked = observe::attribute_batch(
+            &pods,
+            revision,
+            cur.started_at.as_ref(),
+            &others,
+            cur.batch_size.max(0) as usize,
+        );
         let infos: Vec<PodInfo> = picked
             .iter()
             .map(|p| PodInfo {
                 name: p.name_any(),
-                ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+                ip: p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default(),
                 port: observe::app_port(p),
                 phase: observe::pod_phase(p),
                 pull_in_status: String::new(),
             })
             .collect();
-        let failing: Vec<String> = picked.iter().filter(|p| observe::is_failing(p)).map(|p| p.name_any()).collect();
-        let all_smoked = picked.len() as i32 == cur.batch_size && picked.iter().all(|p| observe::is_smoked(p));
+        let failing: Vec<String> = picked
+            .iter()
+            .filter(|p| observe::is_failing(p))
+            .map(|p| p.name_any())
+            .collect();
+        let all_smoked =
+            picked.len() as i32 == cur.batch_size && picked.iter().all(|p| observe::is_smoked(p));
         let names: Vec<String> = infos.iter().map(|p| p.name.clone()).collect();
         let all = self.status.pods.get_or_insert_with(Vec::new);
         for n in &names {
@@ -632,7 +871,8 @@ impl Step<'_> {
     }
 
     async fn smoked(&mut self, cur: &BatchCondition) -> Result<Requeue, Error> {
-        if cur.canary && !release::move_forward(self.current(), self.status.paused, self.desired()) {
+        if cur.canary && !release::move_forward(self.current(), self.status.paused, self.desired())
+        {
             return Ok(Requeue::await_change());
         }
         if self.spec().action == Action::ScaleIn {
@@ -648,25 +888,51 @@ impl Step<'_> {
             return Ok(Requeue::requeue(self.spec().pull_in_timeout()));
         }
         // Verify the pull-in: Ready, and a ready endpoint of every Service selecting the pod.
-        let services: Vec<Service> = self.ctx.services.state().iter().map(|s| (**s).clone()).collect();
-        let slices: Vec<EndpointSlice> = self.ctx.slices.state().iter().map(|s| (**s).clone()).collect();
-        let timed_out = cur.pulled_in_at.as_ref().is_some_and(|t| since(t) >= self.spec().pull_in_timeout());
+        let services: Vec<Service> = self
+            .ctx
+            .services
+            .state()
+            .iter()
+            .map(|s| (**s).clone())
+            .collect();
+        let slices: Vec<EndpointSlice> = self
+            .ctx
+            .slices
+            .state()
+            .iter()
+            .map(|s| (**s).clone())
+            .collect();
+        let timed_out = cur
+            .pulled_in_at
+            .as_ref()
+            .is_some_and(|t| since(t) >= self.spec().pull_in_timeout());
         let mut waiting = Vec::new();
         let mut infos = cur.pods.clone().unwrap_or_default();
         for info in infos.iter_mut() {
-            let Some(pod) = pods.iter().find(|p| p.metadata.name.as_deref() == Some(&info.name)) else {
+            let Some(pod) = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&info.name))
+            else {
                 info.phase = "Outdated".into();
                 continue;
             };
             info.phase = observe::pod_phase(pod);
-            info.ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+            info.ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
             if info.pull_in_status == PULL_IN_SUCCEEDED {
                 continue;
             }
             if !observe::is_true(pod, READY_GATE) {
                 self.set_gate(pod, "True", "Baked").await?;
             }
-            let check = if observe::is_true(pod, "Ready") { observe::pulled_in(pod, &services, &slices) } else { Err("not Ready".into()) };
+            let check = if observe::is_true(pod, "Ready") {
+                observe::pulled_in(pod, &services, &slices)
+            } else {
+                Err("not Ready".into())
+            };
             match check {
                 Ok(()) => info.pull_in_status = PULL_IN_SUCCEEDED.into(),
                 Err(why) if timed_out => {
@@ -685,7 +951,11 @@ impl Step<'_> {
             c.phase = BatchPhase::BakeFailed;
             c.failed_replicas = waiting.len() as i32;
             self.status.paused = true;
-            self.status.message = Some(format!("pull-in failed after {:?}: {}; the release is paused", self.spec().pull_in_timeout(), waiting.join("; ")));
+            self.status.message = Some(format!(
+                "pull-in failed after {:?}: {}; the release is paused",
+                self.spec().pull_in_timeout(),
+                waiting.join("; ")
+            ));
         } else {
             self.status.message = Some(format!("pulling in: {}", waiting.join("; ")));
         }
@@ -698,8 +968,19 @@ impl Step<'_> {
         match self.spec().action {
             Action::ScaleIn => {
                 // Named pods first (exactly them), as many as this batch removes.
-                let existing: Vec<String> = self.pods().iter().filter(|p| !observe::is_terminating(p)).map(|p| p.name_any()).collect();
-                let named: Vec<String> = self.spec().pods_to_delete().into_iter().filter(|n| existing.contains(n)).take(cur.batch_size as usize).collect();
+                let existing: Vec<String> = self
+                    .pods()
+                    .iter()
+                    .filter(|p| !observe::is_terminating(p))
+                    .map(|p| p.name_any())
+                    .collect();
+                let named: Vec<String> = self
+                    .spec()
+                    .pods_to_delete()
+                    .into_iter()
+                    .filter(|n| existing.contains(n))
+                    .take(cur.batch_size as usize)
+                    .collect();
                 if !named.is_empty() {
                     extra = json!({"scaleStrategy": {"podsToDelete": named}});
                 }
@@ -709,17 +990,24 @@ impl Step<'_> {
                 // that existed when the release started; not-Ready first.
                 let at_start = self.status.pods_at_start.clone().unwrap_or_default();
                 let named = self.spec().pods_to_delete();
-                let mut old: Vec<Pod> = self.pods().into_iter()
+                let mut old: Vec<Pod> = self
+                    .pods()
+                    .into_iter()
                     .filter(|p| !observe::is_terminating(p) && at_start.contains(&p.name_any()))
                     .filter(|p| named.is_empty() || named.contains(&p.name_any()))
                     .collect();
                 old.sort_by_key(|p| (observe::is_true(p, "Ready"), p.name_any()));
-                let victims: Vec<String> = old.iter().take(cur.batch_size as usize).map(|p| p.name_any()).collect();
+                let victims: Vec<String> = old
+                    .iter()
+                    .take(cur.batch_size as usize)
+                    .map(|p| p.name_any())
+                    .collect();
                 extra = json!({"scaleStrategy": {"podsToDelete": victims}});
             }
             _ => {}
         }
-        self.apply_target(release::batch_finish_target(step), extra).await?;
+        self.apply_target(release::batch_finish_target(step), extra)
+            .await?;
         self.status.finished_batches += 1;
         self.status.finished_replicas += cur.batch_size;
         self.status.failed_replicas += cur.failed_replicas;
@@ -741,12 +1029,16 @@ impl Step<'_> {
         if !settled {
             self.status.message = Some(format!(
                 "waiting for CloneSet {} to settle at {r}: replicas {}, updated {}, ready {}",
-                self.cs_name, cs.status.replicas, cs.status.updated_replicas, cs.status.ready_replicas
+                self.cs_name,
+                cs.status.replicas,
+                cs.status.updated_replicas,
+                cs.status.ready_replicas
             ));
             return Ok(Requeue::requeue(Duration::from_secs(2)));
         }
         if self.spec().action == Action::Restart || self.spec().action == Action::ScaleIn {
-            self.patch_cloneset(json!({"spec": {"scaleStrategy": {"podsToDelete": null}}})).await?;
+            self.patch_cloneset(json!({"spec": {"scaleStrategy": {"podsToDelete": null}}}))
+                .await?;
         }
         self.release_ownership().await?;
         self.set_phase(DeployPhase::Success, None);
@@ -770,13 +1062,20 @@ pub async fn set_gate(client: &Client, pod: &Pod, status: &str, reason: &str) ->
         "status": {"conditions": [{"type": READY_GATE, "status": status, "reason": reason, "lastTransitionTime": now()}]}
     });
     match Api::<Pod>::namespaced(client.clone(), &ns)
-        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch))
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
         // Gone or replaced: nothing to flip.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(source) => Err(Error::FlipGate { pod: pod.name_any(), source }),
+        Err(source) => Err(Error::FlipGate {
+            pod: pod.name_any(),
+            source,
+        }),
     }
 }
 

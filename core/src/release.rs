@@ -23,7 +23,9 @@ impl Action {
 }
 
 /// `status.phase`. `New` is the empty string of a DeployFlow nobody has looked at yet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DeployPhase {
     #[default]
     #[serde(rename = "")]
@@ -68,7 +70,9 @@ impl DeployPhase {
 }
 
 /// Phase of one batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum BatchPhase {
     #[default]
     Pending,
@@ -120,8 +124,18 @@ impl BatchSize {
     /// Parses an int-or-string value: `3`, `"3"` or `"30%"`.
     pub fn parse_str(s: &str) -> Option<Self> {
         match s.strip_suffix('%') {
-            Some(p) => p.trim().parse().ok().filter(|p: &i32| *p >= 0).map(BatchSize::Percent),
-            None => s.trim().parse().ok().filter(|n: &i32| *n >= 0).map(BatchSize::Count),
+            Some(p) => p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p: &i32| *p >= 0)
+                .map(BatchSize::Percent),
+            None => s
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &i32| *n >= 0)
+                .map(BatchSize::Count),
         }
     }
 
@@ -164,11 +178,23 @@ pub fn plan_next_batch(
         _ => remaining,
     };
     if finished_batches == 0 {
-        let (first, is_canary) = if canary > 0 && canary < remaining { (canary, true) } else { (bs, false) };
+        let (first, is_canary) = if canary > 0 && canary < remaining {
+            (canary, true)
+        } else {
+            (bs, false)
+        };
         let rest = replicas_to_process - first;
-        Some(BatchPlan { batches: div_ceil(rest, bs) + 1, size: first, canary: is_canary })
+        Some(BatchPlan {
+            batches: div_ceil(rest, bs) + 1,
+            size: first,
+            canary: is_canary,
+        })
     } else {
-        Some(BatchPlan { batches: div_ceil(remaining, bs) + finished_batches, size: bs, canary: false })
+        Some(BatchPlan {
+            batches: div_ceil(remaining, bs) + finished_batches,
+            size: bs,
+            canary: false,
+        })
     }
 }
 
@@ -205,7 +231,8 @@ pub fn move_forward(current: Option<CurrentBatch>, paused: bool, desired: Desire
         return desired.stage.unwrap_or(BatchPhase::Smoked).weight() > cur.phase.weight();
     }
     // After a canary, even auto mode waits once for the user before batch 2 starts.
-    let first_after_canary = cur.batch == 2 && cur.phase == BatchPhase::Pending && desired.canary_enabled;
+    let first_after_canary =
+        cur.batch == 2 && cur.phase == BatchPhase::Pending && desired.canary_enabled;
     if desired.auto && !first_after_canary {
         return true;
     }
@@ -228,7 +255,11 @@ pub fn state_satisfied(
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => {
-            let want = stage.unwrap_or(if cur.canary { BatchPhase::Smoked } else { BatchPhase::Baked });
+            let want = stage.unwrap_or(if cur.canary {
+                BatchPhase::Smoked
+            } else {
+                BatchPhase::Baked
+            });
             cur.phase.weight() >= want.weight()
         }
     }
@@ -243,7 +274,11 @@ pub fn next_target(current: CurrentBatch, total_batches: i32, auto: bool) -> (i3
             _ => (1, BatchPhase::Smoked),
         };
     }
-    if auto { (total_batches, BatchPhase::Baked) } else { (current.batch, BatchPhase::Baked) }
+    if auto {
+        (total_batches, BatchPhase::Baked)
+    } else {
+        (current.batch, BatchPhase::Baked)
+    }
 }
 
 #[cfg(test)]
@@ -251,9 +286,16 @@ mod tests {
     use super::*;
     use BatchPhase::*;
 
-    fn sizes(replicas: i32, to_process: i32, batch_size: Option<BatchSize>, canary: i32) -> (i32, Vec<(i32, bool)>) {
+    fn sizes(
+        replicas: i32,
+        to_process: i32,
+        batch_size: Option<BatchSize>,
+        canary: i32,
+    ) -> (i32, Vec<(i32, bool)>) {
         let (mut finished, mut batches, mut out, mut total) = (0, 0, vec![], 0);
-        while let Some(plan) = plan_next_batch(replicas, to_process, finished, batches, batch_size, canary) {
+        while let Some(plan) =
+            plan_next_batch(replicas, to_process, finished, batches, batch_size, canary)
+        {
             total = plan.batches;
             out.push((plan.size, plan.canary));
             finished += plan.size;
@@ -264,29 +306,46 @@ mod tests {
 
     #[test]
     fn tutorial_three_replicas_batch_one_canary_one_gives_three_batches() {
-        assert_eq!(sizes(3, 3, Some(BatchSize::Count(1)), 1), (3, vec![(1, true), (1, false), (1, false)]));
+        assert_eq!(
+            sizes(3, 3, Some(BatchSize::Count(1)), 1),
+            (3, vec![(1, true), (1, false), (1, false)])
+        );
     }
 
     #[test]
     fn ten_replicas_thirty_percent_gives_3_3_3_1() {
-        assert_eq!(sizes(10, 10, BatchSize::parse_str("30%"), 0), (4, vec![(3, false), (3, false), (3, false), (1, false)]));
+        assert_eq!(
+            sizes(10, 10, BatchSize::parse_str("30%"), 0),
+            (4, vec![(3, false), (3, false), (3, false), (1, false)])
+        );
     }
 
     #[test]
     fn unset_zero_or_oversized_batch_size_means_one_batch() {
-        for bs in [None, Some(BatchSize::Count(0)), Some(BatchSize::Count(7)), Some(BatchSize::Percent(100))] {
+        for bs in [
+            None,
+            Some(BatchSize::Count(0)),
+            Some(BatchSize::Count(7)),
+            Some(BatchSize::Percent(100)),
+        ] {
             assert_eq!(sizes(5, 5, bs, 0), (1, vec![(5, false)]), "{bs:?}");
         }
     }
 
     #[test]
     fn canary_not_smaller_than_the_work_is_no_canary() {
-        assert_eq!(sizes(2, 2, Some(BatchSize::Count(1)), 2), (2, vec![(1, false), (1, false)]));
+        assert_eq!(
+            sizes(2, 2, Some(BatchSize::Count(1)), 2),
+            (2, vec![(1, false), (1, false)])
+        );
     }
 
     #[test]
     fn canary_then_batches_of_two() {
-        assert_eq!(sizes(7, 7, Some(BatchSize::Count(2)), 1), (4, vec![(1, true), (2, false), (2, false), (2, false)]));
+        assert_eq!(
+            sizes(7, 7, Some(BatchSize::Count(2)), 1),
+            (4, vec![(1, true), (2, false), (2, false), (2, false)])
+        );
     }
 
     #[test]
@@ -300,34 +359,82 @@ mod tests {
 
     #[test]
     fn nothing_left_plans_nothing() {
-        assert_eq!(plan_next_batch(3, 3, 3, 3, Some(BatchSize::Count(1)), 0), None);
+        assert_eq!(
+            plan_next_batch(3, 3, 3, 3, Some(BatchSize::Count(1)), 0),
+            None
+        );
         assert_eq!(plan_next_batch(3, 0, 0, 0, None, 0), None);
     }
 
     fn cur(batch: i32, phase: BatchPhase, canary: bool) -> Option<CurrentBatch> {
-        Some(CurrentBatch { batch, phase, canary })
+        Some(CurrentBatch {
+            batch,
+            phase,
+            canary,
+        })
     }
-    fn desired(stage: Option<BatchPhase>, batches: i32, auto: bool, canary_enabled: bool) -> Desired {
-        Desired { stage, batches, auto, canary_enabled }
+    fn desired(
+        stage: Option<BatchPhase>,
+        batches: i32,
+        auto: bool,
+        canary_enabled: bool,
+    ) -> Desired {
+        Desired {
+            stage,
+            batches,
+            auto,
+            canary_enabled,
+        }
     }
 
     #[test]
     fn canary_waits_at_smoked_until_stage_says_baking() {
         let d = desired(None, 1, true, true);
-        assert!(move_forward(cur(1, Pending, true), false, d), "the canary starts on its own");
+        assert!(
+            move_forward(cur(1, Pending, true), false, d),
+            "the canary starts on its own"
+        );
         assert!(move_forward(cur(1, Smoking, true), false, d));
-        assert!(!move_forward(cur(1, Smoked, true), false, d), "stops at Smoked");
-        assert!(move_forward(cur(1, Smoked, true), false, desired(Some(Baking), 1, true, true)));
-        assert!(!move_forward(cur(1, Baking, true), false, desired(Some(Baking), 1, true, true)), "stops at Baking");
-        assert!(move_forward(cur(1, Baking, true), false, desired(Some(Baked), 1, true, true)));
+        assert!(
+            !move_forward(cur(1, Smoked, true), false, d),
+            "stops at Smoked"
+        );
+        assert!(move_forward(
+            cur(1, Smoked, true),
+            false,
+            desired(Some(Baking), 1, true, true)
+        ));
+        assert!(
+            !move_forward(
+                cur(1, Baking, true),
+                false,
+                desired(Some(Baking), 1, true, true)
+            ),
+            "stops at Baking"
+        );
+        assert!(move_forward(
+            cur(1, Baking, true),
+            false,
+            desired(Some(Baked), 1, true, true)
+        ));
     }
 
     #[test]
     fn auto_mode_waits_once_after_the_canary_then_runs() {
         let d = desired(Some(Baked), 1, true, true);
-        assert!(!move_forward(cur(2, Pending, false), false, d), "batch 2 waits for batches >= 2");
-        assert!(move_forward(cur(2, Pending, false), false, desired(Some(Baked), 3, true, true)));
-        assert!(move_forward(cur(3, Pending, false), false, d), "later batches run on their own");
+        assert!(
+            !move_forward(cur(2, Pending, false), false, d),
+            "batch 2 waits for batches >= 2"
+        );
+        assert!(move_forward(
+            cur(2, Pending, false),
+            false,
+            desired(Some(Baked), 3, true, true)
+        ));
+        assert!(
+            move_forward(cur(3, Pending, false), false, d),
+            "later batches run on their own"
+        );
     }
 
     #[test]
@@ -335,42 +442,101 @@ mod tests {
         let d = desired(None, 1, false, false);
         assert!(move_forward(cur(1, Pending, false), false, d));
         assert!(!move_forward(cur(2, Pending, false), false, d));
-        assert!(move_forward(cur(2, Pending, false), false, desired(None, 2, false, false)));
+        assert!(move_forward(
+            cur(2, Pending, false),
+            false,
+            desired(None, 2, false, false)
+        ));
     }
 
     #[test]
     fn paused_or_no_batch_never_moves() {
-        assert!(!move_forward(cur(1, Pending, false), true, desired(None, 9, true, false)));
+        assert!(!move_forward(
+            cur(1, Pending, false),
+            true,
+            desired(None, 9, true, false)
+        ));
         assert!(!move_forward(None, false, desired(None, 9, true, false)));
     }
 
     #[test]
     fn next_targets_follow_the_tutorial() {
-        assert_eq!(next_target(cur(1, Smoked, true).unwrap(), 3, true), (1, Baking));
-        assert_eq!(next_target(cur(1, Baking, true).unwrap(), 3, true), (1, Baked));
-        assert_eq!(next_target(cur(1, Smoking, true).unwrap(), 3, true), (1, Smoked));
-        assert_eq!(next_target(cur(2, Pending, false).unwrap(), 3, true), (3, Baked));
-        assert_eq!(next_target(cur(2, Pending, false).unwrap(), 3, false), (2, Baked));
+        assert_eq!(
+            next_target(cur(1, Smoked, true).unwrap(), 3, true),
+            (1, Baking)
+        );
+        assert_eq!(
+            next_target(cur(1, Baking, true).unwrap(), 3, true),
+            (1, Baked)
+        );
+        assert_eq!(
+            next_target(cur(1, Smoking, true).unwrap(), 3, true),
+            (1, Smoked)
+        );
+        assert_eq!(
+            next_target(cur(2, Pending, false).unwrap(), 3, true),
+            (3, Baked)
+        );
+        assert_eq!(
+            next_target(cur(2, Pending, false).unwrap(), 3, false),
+            (2, Baked)
+        );
     }
 
     #[test]
     fn state_satisfied_compares_batch_then_stage() {
         assert!(!state_satisfied(None, 3, false, Some(Baked), 1));
-        assert!(state_satisfied(cur(1, Smoked, true), 3, false, None, 1), "empty stage means Smoked for a canary");
+        assert!(
+            state_satisfied(cur(1, Smoked, true), 3, false, None, 1),
+            "empty stage means Smoked for a canary"
+        );
         assert!(!state_satisfied(cur(1, Smoking, true), 3, false, None, 1));
-        assert!(state_satisfied(cur(1, Baking, true), 3, false, Some(Baking), 1));
-        assert!(!state_satisfied(cur(1, Baking, true), 3, false, Some(Baked), 1));
-        assert!(state_satisfied(cur(2, Pending, false), 3, false, Some(Baked), 1), "a later batch satisfies an earlier target");
-        assert!(!state_satisfied(cur(2, Baked, false), 3, false, Some(Baked), 3), "the final target needs finished");
-        assert!(state_satisfied(cur(3, Baked, false), 3, true, Some(Baked), 3));
+        assert!(state_satisfied(
+            cur(1, Baking, true),
+            3,
+            false,
+            Some(Baking),
+            1
+        ));
+        assert!(!state_satisfied(
+            cur(1, Baking, true),
+            3,
+            false,
+            Some(Baked),
+            1
+        ));
+        assert!(
+            state_satisfied(cur(2, Pending, false), 3, false, Some(Baked), 1),
+            "a later batch satisfies an earlier target"
+        );
+        assert!(
+            !state_satisfied(cur(2, Baked, false), 3, false, Some(Baked), 3),
+            "the final target needs finished"
+        );
+        assert!(state_satisfied(
+            cur(3, Baked, false),
+            3,
+            true,
+            Some(Baked),
+            3
+        ));
     }
 
     #[test]
     fn phases_serialize_as_in_the_original() {
         assert_eq!(serde_json::to_string(&DeployPhase::New).unwrap(), r#""""#);
-        assert_eq!(serde_json::to_string(&DeployPhase::BatchStarted).unwrap(), r#""BatchStarted""#);
-        assert_eq!(serde_json::to_string(&Action::ScaleIn).unwrap(), r#""scale_in""#);
-        assert_eq!(serde_json::to_string(&SmokeFailed).unwrap(), r#""SmokeFailed""#);
+        assert_eq!(
+            serde_json::to_string(&DeployPhase::BatchStarted).unwrap(),
+            r#""BatchStarted""#
+        );
+        assert_eq!(
+            serde_json::to_string(&Action::ScaleIn).unwrap(),
+            r#""scale_in""#
+        );
+        assert_eq!(
+            serde_json::to_string(&SmokeFailed).unwrap(),
+            r#""SmokeFailed""#
+        );
     }
 }
 
@@ -400,15 +566,24 @@ pub struct BatchStep {
 /// CloneSet target when a batch starts: surge (update, restart), grow (create, scale_out).
 pub fn batch_start_target(s: BatchStep) -> CloneSetTarget {
     match s.action {
-        Action::Create => CloneSetTarget { replicas: Some(s.finished + s.size), partition: None },
+        Action::Create => CloneSetTarget {
+            replicas: Some(s.finished + s.size),
+            partition: None,
+        },
         Action::Update | Action::Rollback => CloneSetTarget {
             replicas: Some(s.replicas + s.size),
             // Kruise keeps `partition` pods on the old revision: R - (already new) - (baked) holds
             // the rest back while the surge brings up `size` new pods.
             partition: Some((s.replicas - s.updated_at_start - s.finished).max(0)),
         },
-        Action::Restart => CloneSetTarget { replicas: Some(s.replicas + s.size), partition: None },
-        Action::ScaleOut => CloneSetTarget { replicas: Some(s.replicas_at_start + s.finished + s.size), partition: None },
+        Action::Restart => CloneSetTarget {
+            replicas: Some(s.replicas + s.size),
+            partition: None,
+        },
+        Action::ScaleOut => CloneSetTarget {
+            replicas: Some(s.replicas_at_start + s.finished + s.size),
+            partition: None,
+        },
         Action::ScaleIn => CloneSetTarget::default(),
     }
 }
@@ -421,8 +596,14 @@ pub fn batch_finish_target(s: BatchStep) -> CloneSetTarget {
             replicas: Some(s.replicas),
             partition: Some((s.replicas - s.updated_at_start - s.finished - s.size).max(0)),
         },
-        Action::Restart => CloneSetTarget { replicas: Some(s.replicas), partition: None },
-        Action::ScaleIn => CloneSetTarget { replicas: Some((s.replicas_at_start - s.finished - s.size).max(s.replicas)), partition: None },
+        Action::Restart => CloneSetTarget {
+            replicas: Some(s.replicas),
+            partition: None,
+        },
+        Action::ScaleIn => CloneSetTarget {
+            replicas: Some((s.replicas_at_start - s.finished - s.size).max(s.replicas)),
+            partition: None,
+        },
         Action::Create | Action::ScaleOut => CloneSetTarget::default(),
     }
 }
@@ -431,19 +612,37 @@ pub fn batch_finish_target(s: BatchStep) -> CloneSetTarget {
 /// unbaked batch is removed and what was baked stays (DESIGN §2, decision 5).
 pub fn cancel_target(s: BatchStep) -> CloneSetTarget {
     match s.action {
-        Action::Create => CloneSetTarget { replicas: Some(s.finished), partition: None },
+        Action::Create => CloneSetTarget {
+            replicas: Some(s.finished),
+            partition: None,
+        },
         Action::Update | Action::Rollback => CloneSetTarget {
             replicas: Some(s.replicas),
             partition: Some((s.replicas - s.updated_at_start - s.finished).max(0)),
         },
-        Action::Restart => CloneSetTarget { replicas: Some(s.replicas), partition: None },
-        Action::ScaleOut => CloneSetTarget { replicas: Some(s.replicas_at_start + s.finished), partition: None },
-        Action::ScaleIn => CloneSetTarget { replicas: Some(s.replicas_at_start - s.finished), partition: None },
+        Action::Restart => CloneSetTarget {
+            replicas: Some(s.replicas),
+            partition: None,
+        },
+        Action::ScaleOut => CloneSetTarget {
+            replicas: Some(s.replicas_at_start + s.finished),
+            partition: None,
+        },
+        Action::ScaleIn => CloneSetTarget {
+            replicas: Some(s.replicas_at_start - s.finished),
+            partition: None,
+        },
     }
 }
 
 /// Work size (`replicasToProcess`, reference §2.3).
-pub fn replicas_to_process(action: Action, replicas: i32, updated_replicas: i32, current_replicas: i32, pods_to_delete: usize) -> i32 {
+pub fn replicas_to_process(
+    action: Action,
+    replicas: i32,
+    updated_replicas: i32,
+    current_replicas: i32,
+    pods_to_delete: usize,
+) -> i32 {
     match action {
         Action::Restart if pods_to_delete > 0 => pods_to_delete as i32,
         Action::Restart => replicas,
@@ -457,38 +656,101 @@ mod patch_tests {
     use super::*;
 
     fn step(action: Action, replicas: i32, size: i32, finished: i32) -> BatchStep {
-        BatchStep { action, replicas, size, updated_at_start: 0, finished, replicas_at_start: replicas }
+        BatchStep {
+            action,
+            replicas,
+            size,
+            updated_at_start: 0,
+            finished,
+            replicas_at_start: replicas,
+        }
     }
 
     #[test]
     fn create_grows_batch_by_batch() {
-        assert_eq!(batch_start_target(step(Action::Create, 3, 1, 0)).replicas, Some(1));
-        assert_eq!(batch_start_target(step(Action::Create, 3, 1, 2)).replicas, Some(3));
-        assert_eq!(batch_finish_target(step(Action::Create, 3, 1, 2)), CloneSetTarget::default());
+        assert_eq!(
+            batch_start_target(step(Action::Create, 3, 1, 0)).replicas,
+            Some(1)
+        );
+        assert_eq!(
+            batch_start_target(step(Action::Create, 3, 1, 2)).replicas,
+            Some(3)
+        );
+        assert_eq!(
+            batch_finish_target(step(Action::Create, 3, 1, 2)),
+            CloneSetTarget::default()
+        );
     }
 
     #[test]
     fn update_surges_then_retires_old_pods() {
         // R=4, batches of 2: surge to 6 holding 4 old, then back to 4 with 2 old kept.
-        assert_eq!(batch_start_target(step(Action::Update, 4, 2, 0)), CloneSetTarget { replicas: Some(6), partition: Some(4) });
-        assert_eq!(batch_finish_target(step(Action::Update, 4, 2, 0)), CloneSetTarget { replicas: Some(4), partition: Some(2) });
-        assert_eq!(batch_start_target(step(Action::Update, 4, 2, 2)), CloneSetTarget { replicas: Some(6), partition: Some(2) });
-        assert_eq!(batch_finish_target(step(Action::Update, 4, 2, 2)), CloneSetTarget { replicas: Some(4), partition: Some(0) });
+        assert_eq!(
+            batch_start_target(step(Action::Update, 4, 2, 0)),
+            CloneSetTarget {
+                replicas: Some(6),
+                partition: Some(4)
+            }
+        );
+        assert_eq!(
+            batch_finish_target(step(Action::Update, 4, 2, 0)),
+            CloneSetTarget {
+                replicas: Some(4),
+                partition: Some(2)
+            }
+        );
+        assert_eq!(
+            batch_start_target(step(Action::Update, 4, 2, 2)),
+            CloneSetTarget {
+                replicas: Some(6),
+                partition: Some(2)
+            }
+        );
+        assert_eq!(
+            batch_finish_target(step(Action::Update, 4, 2, 2)),
+            CloneSetTarget {
+                replicas: Some(4),
+                partition: Some(0)
+            }
+        );
     }
 
     #[test]
     fn scale_steps() {
-        let out = BatchStep { action: Action::ScaleOut, replicas: 5, size: 1, updated_at_start: 0, finished: 1, replicas_at_start: 3 };
+        let out = BatchStep {
+            action: Action::ScaleOut,
+            replicas: 5,
+            size: 1,
+            updated_at_start: 0,
+            finished: 1,
+            replicas_at_start: 3,
+        };
         assert_eq!(batch_start_target(out).replicas, Some(5));
-        let inn = BatchStep { action: Action::ScaleIn, replicas: 1, size: 1, updated_at_start: 0, finished: 0, replicas_at_start: 3 };
+        let inn = BatchStep {
+            action: Action::ScaleIn,
+            replicas: 1,
+            size: 1,
+            updated_at_start: 0,
+            finished: 0,
+            replicas_at_start: 3,
+        };
         assert_eq!(batch_start_target(inn), CloneSetTarget::default());
         assert_eq!(batch_finish_target(inn).replicas, Some(2));
     }
 
     #[test]
     fn cancel_keeps_what_was_baked() {
-        assert_eq!(cancel_target(step(Action::Create, 3, 1, 1)).replicas, Some(1));
-        assert_eq!(cancel_target(step(Action::Update, 4, 2, 2)), CloneSetTarget { replicas: Some(4), partition: Some(2) });
+        assert_eq!(
+            cancel_target(step(Action::Create, 3, 1, 1)).replicas,
+            Some(1)
+        );
+        assert_eq!(
+            cancel_target(step(Action::Update, 4, 2, 2)),
+            CloneSetTarget {
+                replicas: Some(4),
+                partition: Some(2)
+            }
+        );
     }
 
     #[test]

@@ -64,9 +64,16 @@ impl CloneSetSpec {
         for (k, v) in &self.pod_labels {
             labels.insert(k.clone(), json!(v));
         }
-        let annotations: serde_json::Map<String, Value> =
-            self.pod_annotations.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        let gates: Vec<Value> = self.readiness_gates.iter().map(|g| json!({"conditionType": g})).collect();
+        let annotations: serde_json::Map<String, Value> = self
+            .pod_annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let gates: Vec<Value> = self
+            .readiness_gates
+            .iter()
+            .map(|g| json!({"conditionType": g}))
+            .collect();
         let mut update_strategy = json!({"type": "ReCreate"});
         if let Some(p) = self.partition {
             update_strategy["partition"] = json!(p);
@@ -96,7 +103,12 @@ impl CloneSetSpec {
         api.create(&PostParams::default(), &obj)
             .await
             .unwrap_or_else(|e| panic!("create CloneSet {}: {e}", self.name));
-        CloneSet { api, pods: Api::namespaced(client.clone(), ns), name: self.name, ns: ns.into() }
+        CloneSet {
+            api,
+            pods: Api::namespaced(client.clone(), ns),
+            name: self.name,
+            ns: ns.into(),
+        }
     }
 }
 
@@ -106,14 +118,22 @@ impl CloneSet {
     }
 
     pub async fn get(&self) -> Value {
-        let obj = self.api.get(&self.name).await.unwrap_or_else(|e| panic!("get CloneSet {}: {e}", self.name));
+        let obj = self
+            .api
+            .get(&self.name)
+            .await
+            .unwrap_or_else(|e| panic!("get CloneSet {}: {e}", self.name));
         serde_json::to_value(obj).unwrap()
     }
 
     /// Merge-patches the CloneSet's spec.
     pub async fn patch_spec(&self, spec: Value) {
         self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
             .await
             .unwrap_or_else(|e| panic!("patch CloneSet {}: {e}", self.name));
     }
@@ -124,46 +144,69 @@ impl CloneSet {
 
     /// Live (not terminating) pods.
     pub async fn live_pods(&self) -> Vec<Pod> {
-        self.pods().await.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+        self.pods()
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     /// Waits until the CloneSet has `n` live pods that satisfy `pred`, and returns them.
-    pub async fn wait_pods(&self, what: &str, n: usize, timeout: Duration, pred: impl Fn(&Pod) -> bool) -> Vec<Pod> {
-        eventually(&format!("{n} pods of CloneSet {} {what}", self.name), timeout, || async {
-            let pods = self.live_pods().await;
-            let matching = pods.iter().filter(|p| pred(p)).count();
-            if pods.len() == n && matching == n {
-                Ok(pods)
-            } else {
-                Err(format!("{} live pods, {matching} {what}", pods.len()))
-            }
-        })
+    pub async fn wait_pods(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Pod) -> bool,
+    ) -> Vec<Pod> {
+        eventually(
+            &format!("{n} pods of CloneSet {} {what}", self.name),
+            timeout,
+            || async {
+                let pods = self.live_pods().await;
+                let matching = pods.iter().filter(|p| pred(p)).count();
+                if pods.len() == n && matching == n {
+                    Ok(pods)
+                } else {
+                    Err(format!("{} live pods, {matching} {what}", pods.len()))
+                }
+            },
+        )
         .await
     }
 
     /// Waits until all `n` pods are Running and Ready.
     pub async fn wait_ready(&self, n: usize) -> Vec<Pod> {
         self.wait_pods("Running and Ready", n, Duration::from_secs(60), |p| {
-            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && is_true(p, "Ready")
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && is_true(p, "Ready")
         })
         .await
     }
 
     /// `status.updateRevision`, once Kruise has observed the current generation.
     pub async fn observed_status(&self) -> Value {
-        eventually(&format!("CloneSet {} status to observe its generation", self.name), Duration::from_secs(30), || async {
-            let cs = self.get().await;
-            if cs["status"]["observedGeneration"] == cs["metadata"]["generation"] {
-                Ok(cs["status"].clone())
-            } else {
-                Err(cs["status"].clone())
-            }
-        })
+        eventually(
+            &format!("CloneSet {} status to observe its generation", self.name),
+            Duration::from_secs(30),
+            || async {
+                let cs = self.get().await;
+                if cs["status"]["observedGeneration"] == cs["metadata"]["generation"] {
+                    Ok(cs["status"].clone())
+                } else {
+                    Err(cs["status"].clone())
+                }
+            },
+        )
         .await
     }
 }
 
 /// The revision hash label Kruise puts on every pod it creates.
 pub fn pod_revision(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get("controller-revision-hash").map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get("controller-revision-hash")
+        .map(String::as_str)
 }

@@ -22,13 +22,25 @@ pub fn tutorial() -> Value {
 
 /// The tutorial Service (examples/nginx-service.yaml).
 pub fn tutorial_service() -> Value {
-    serde_yaml::from_str(include_str!("../../examples/nginx-service.yaml")).expect("the tutorial Service parses")
+    serde_yaml::from_str(include_str!("../../examples/nginx-service.yaml"))
+        .expect("the tutorial Service parses")
 }
 
 /// A DeployFlow in the tutorial's shape for another instance and action.
-pub fn flow(name: &str, instance: &str, action: &str, replicas: i32, image: &str, strategy: Value) -> Value {
+pub fn flow(
+    name: &str,
+    instance: &str,
+    action: &str,
+    replicas: i32,
+    image: &str,
+    strategy: Value,
+) -> Value {
     let labels = json!({"app": "7", "group": "8", "app.kubernetes.io/name": instance, "app.kubernetes.io/instance": instance, "managed-by": "triton-io"});
-    let strategy_key = if ["create", "update", "rollback"].contains(&action) { "updateStrategy" } else { "nonUpdateStrategy" };
+    let strategy_key = if ["create", "update", "rollback"].contains(&action) {
+        "updateStrategy"
+    } else {
+        "nonUpdateStrategy"
+    };
     json!({
         "apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow",
         "metadata": {"name": name, "labels": labels},
@@ -47,15 +59,30 @@ pub fn flow(name: &str, instance: &str, action: &str, replicas: i32, image: &str
 impl Flow {
     pub async fn create(client: &Client, ns: &str, mut manifest: Value) -> Flow {
         manifest["metadata"]["namespace"] = json!(ns);
-        let name = manifest["metadata"]["name"].as_str().expect("a name").to_string();
+        let name = manifest["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
         let api = dynamic_api(client, ns, "apps.triton.io", "v1alpha1", "DeployFlow");
         let obj: DynamicObject = serde_json::from_value(manifest).unwrap();
-        api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("create DeployFlow {name}: {e}"));
-        Flow { api, name, ns: ns.into() }
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create DeployFlow {name}: {e}"));
+        Flow {
+            api,
+            name,
+            ns: ns.into(),
+        }
     }
 
     pub async fn get(&self) -> Value {
-        serde_json::to_value(self.api.get(&self.name).await.unwrap_or_else(|e| panic!("get DeployFlow {}: {e}", self.name))).unwrap()
+        serde_json::to_value(
+            self.api
+                .get(&self.name)
+                .await
+                .unwrap_or_else(|e| panic!("get DeployFlow {}: {e}", self.name)),
+        )
+        .unwrap()
     }
 
     pub async fn status(&self) -> Value {
@@ -65,28 +92,48 @@ impl Flow {
     /// Merge-patches `spec.<strategy>` (the patches `Next`, `Pause`, ... write).
     pub async fn patch_strategy(&self, strategy_key: &str, patch: Value) {
         self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(json!({"spec": {strategy_key: patch}})))
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {strategy_key: patch}})),
+            )
             .await
             .unwrap_or_else(|e| panic!("patch DeployFlow {}: {e}", self.name));
     }
 
     /// Waits until `pred(status)` holds; the message names `what` and the last status.
-    pub async fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(&format!("DeployFlow {} {what}", self.name), timeout, || async {
-            let s = self.status().await;
-            if pred(&s) { Ok(s) } else { Err(summary(&s)) }
-        })
+    pub async fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(
+            &format!("DeployFlow {} {what}", self.name),
+            timeout,
+            || async {
+                let s = self.status().await;
+                if pred(&s) { Ok(s) } else { Err(summary(&s)) }
+            },
+        )
         .await
     }
 
     pub async fn wait_phase(&self, phase: &str, timeout: Duration) -> Value {
-        self.wait(&format!("in phase {phase}"), timeout, |s| s["phase"] == phase).await
+        self.wait(&format!("in phase {phase}"), timeout, |s| {
+            s["phase"] == phase
+        })
+        .await
     }
 
     /// Waits until the current batch is `batch` in `phase`.
     pub async fn wait_batch(&self, batch: i64, phase: &str, timeout: Duration) -> Value {
         self.wait(&format!("at batch {batch} {phase}"), timeout, |s| {
-            let cur = s["conditions"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+            let cur = s["conditions"]
+                .as_array()
+                .and_then(|c| c.last())
+                .cloned()
+                .unwrap_or_default();
             cur["batch"] == batch && cur["phase"] == phase
         })
         .await
@@ -95,7 +142,11 @@ impl Flow {
 
 /// A one-line view of a status for failure messages.
 pub fn summary(s: &Value) -> String {
-    let cur = s["conditions"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+    let cur = s["conditions"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default();
     format!(
         "phase={} batch={}/{} {} pods={} message={}",
         s["phase"], cur["batch"], s["batches"], cur["phase"], cur["pods"], s["message"]
@@ -104,6 +155,10 @@ pub fn summary(s: &Value) -> String {
 
 /// Seconds between two RFC 3339 timestamps.
 pub fn seconds_between(a: &Value, b: &Value) -> f64 {
-    let parse = |v: &Value| v.as_str().and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok()).expect("a timestamp");
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .expect("a timestamp")
+    };
     parse(b).duration_since(parse(a)).as_secs_f64()
 }

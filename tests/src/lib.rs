@@ -38,7 +38,9 @@ pub fn require_testenv() {
 /// A client for the local control plane (admin kubeconfig from `KUBECONFIG`).
 pub async fn client() -> Client {
     require_testenv();
-    Client::try_default().await.expect("kube client from KUBECONFIG")
+    Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
 }
 
 /// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` with a message
@@ -55,7 +57,9 @@ where
             Ok(v) => return v,
             Err(last) => {
                 if start.elapsed() >= timeout {
-                    panic!("timed out after {timeout:?} waiting for {what}; last observed: {last:?}");
+                    panic!(
+                        "timed out after {timeout:?} waiting for {what}; last observed: {last:?}"
+                    );
                 }
             }
         }
@@ -85,7 +89,11 @@ pub async fn namespace(client: &Client, test: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{}-{}-{}",
-        test.replace('_', "-").chars().take(40).collect::<String>().trim_end_matches('-'),
+        test.replace('_', "-")
+            .chars()
+            .take(40)
+            .collect::<String>()
+            .trim_end_matches('-'),
         std::process::id() % 10_000,
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
@@ -95,9 +103,16 @@ pub async fn namespace(client: &Client, test: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    eventually(&format!("ServiceAccount default in {name}"), Duration::from_secs(30), || async {
-        sas.get_opt("default").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_string())
-    })
+    eventually(
+        &format!("ServiceAccount default in {name}"),
+        Duration::from_secs(30),
+        || async {
+            sas.get_opt("default")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "absent".to_string())
+        },
+    )
     .await;
     name
 }
@@ -127,7 +142,13 @@ pub async fn pods(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
 }
 
 /// A dynamic API for any namespaced resource.
-pub fn dynamic_api(client: &Client, ns: &str, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
+pub fn dynamic_api(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     Api::namespaced_with(client.clone(), ns, &ar)
 }
@@ -149,9 +170,17 @@ pub async fn service_endpoints(client: &Client, ns: &str, service: &str) -> Endp
     let mut out = Endpoints::default();
     for slice in list.items {
         for ep in slice.endpoints.unwrap_or_default() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            let ready = ep
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(false);
             for addr in ep.addresses {
-                if ready { out.ready.push(addr) } else { out.not_ready.push(addr) }
+                if ready {
+                    out.ready.push(addr)
+                } else {
+                    out.not_ready.push(addr)
+                }
             }
         }
     }

@@ -9,8 +9,8 @@ use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use triton_e2e::tls::{TestPki, serve_https};
 use triton_e2e::*;
@@ -67,47 +67,90 @@ async fn api_server_calls_a_webhook_at_a_loopback_https_url_and_applies_its_patc
     }))
     .unwrap();
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    configs.create(&PostParams::default(), &config).await.expect("create MutatingWebhookConfiguration");
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .expect("create MutatingWebhookConfiguration");
 
     // The configuration takes effect asynchronously in the API server: retry the create until the
     // webhook has been called (a pod created before that is deleted and created again).
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod = eventually("the webhook to be called for a matching pod", Duration::from_secs(30), || async {
-        let created = pods
-            .create(&PostParams::default(), &pod_manifest("mutated", json!({"e2e-webhook": "on"})))
-            .await
-            .map_err(|e| e.to_string())?;
-        if calls.load(Ordering::SeqCst) > 0 {
-            return Ok(created);
-        }
-        pods.delete("mutated", &DeleteParams::default().grace_period(0)).await.map_err(|e| e.to_string())?;
-        eventually("the uncalled pod to be gone", Duration::from_secs(30), || async {
-            match pods.get_opt("mutated").await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(_) => Err("still there".to_string()),
+    let pod = eventually(
+        "the webhook to be called for a matching pod",
+        Duration::from_secs(30),
+        || async {
+            let created = pods
+                .create(
+                    &PostParams::default(),
+                    &pod_manifest("mutated", json!({"e2e-webhook": "on"})),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if calls.load(Ordering::SeqCst) > 0 {
+                return Ok(created);
             }
-        })
-        .await;
-        Err("webhook not called yet".to_string())
-    })
+            pods.delete("mutated", &DeleteParams::default().grace_period(0))
+                .await
+                .map_err(|e| e.to_string())?;
+            eventually(
+                "the uncalled pod to be gone",
+                Duration::from_secs(30),
+                || async {
+                    match pods.get_opt("mutated").await.map_err(|e| e.to_string())? {
+                        None => Ok(()),
+                        Some(_) => Err("still there".to_string()),
+                    }
+                },
+            )
+            .await;
+            Err("webhook not called yet".to_string())
+        },
+    )
     .await;
     let labels = pod.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("e2e-mutated").map(String::as_str), Some("yes"), "the webhook's patch is applied: {labels:?}");
+    assert_eq!(
+        labels.get("e2e-mutated").map(String::as_str),
+        Some("yes"),
+        "the webhook's patch is applied: {labels:?}"
+    );
 
     let before = calls.load(Ordering::SeqCst);
-    let plain = pods.create(&PostParams::default(), &pod_manifest("plain", json!({}))).await.unwrap();
-    assert!(!plain.metadata.labels.unwrap_or_default().contains_key("e2e-mutated"));
-    assert_eq!(calls.load(Ordering::SeqCst), before, "a pod outside the objectSelector is not sent to the webhook");
+    let plain = pods
+        .create(&PostParams::default(), &pod_manifest("plain", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        !plain
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("e2e-mutated")
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "a pod outside the objectSelector is not sent to the webhook"
+    );
 
-    configs.delete(&config_name, &DeleteParams::default()).await.unwrap();
+    configs
+        .delete(&config_name, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
-async fn pod_bound_token_with_audience_passes_token_review_naming_the_pod_and_fails_for_another_audience() {
+async fn pod_bound_token_with_audience_passes_token_review_naming_the_pod_and_fails_for_another_audience()
+ {
     let client = client().await;
     let ns = namespace(&client, "bound-token").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod = pods.create(&PostParams::default(), &pod_manifest("agent-host", json!({}))).await.unwrap();
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &pod_manifest("agent-host", json!({})),
+        )
+        .await
+        .unwrap();
     let uid = pod.metadata.uid.clone().unwrap();
 
     let request: TokenRequest = serde_json::from_value(json!({
@@ -132,7 +175,8 @@ async fn pod_bound_token_with_audience_passes_token_review_naming_the_pod_and_fa
         let token = token.clone();
         async move {
             let review: TokenReview =
-                serde_json::from_value(json!({"spec": {"token": token, "audiences": [audience]}})).unwrap();
+                serde_json::from_value(json!({"spec": {"token": token, "audiences": [audience]}}))
+                    .unwrap();
             Api::<TokenReview>::all(client)
                 .create(&PostParams::default(), &review)
                 .await
@@ -143,15 +187,38 @@ async fn pod_bound_token_with_audience_passes_token_review_naming_the_pod_and_fa
     };
 
     let ok = review("triton-agent").await;
-    assert_eq!(ok.authenticated, Some(true), "token valid for audience triton-agent: {ok:?}");
-    assert_eq!(ok.audiences.as_deref(), Some(&["triton-agent".to_string()][..]));
+    assert_eq!(
+        ok.authenticated,
+        Some(true),
+        "token valid for audience triton-agent: {ok:?}"
+    );
+    assert_eq!(
+        ok.audiences.as_deref(),
+        Some(&["triton-agent".to_string()][..])
+    );
     let user = ok.user.expect("user info");
-    assert_eq!(user.username.as_deref(), Some(format!("system:serviceaccount:{ns}:default").as_str()));
+    assert_eq!(
+        user.username.as_deref(),
+        Some(format!("system:serviceaccount:{ns}:default").as_str())
+    );
     let extra = user.extra.expect("extra names the bound pod");
-    assert_eq!(extra.get("authentication.kubernetes.io/pod-name"), Some(&vec!["agent-host".to_string()]));
-    assert_eq!(extra.get("authentication.kubernetes.io/pod-uid"), Some(&vec![uid.clone()]));
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-name"),
+        Some(&vec!["agent-host".to_string()])
+    );
+    assert_eq!(
+        extra.get("authentication.kubernetes.io/pod-uid"),
+        Some(&vec![uid.clone()])
+    );
 
     let other = review("some-other-audience").await;
-    assert_ne!(other.authenticated, Some(true), "token must not pass for another audience: {other:?}");
-    assert!(other.error.is_some_and(|e| !e.is_empty()), "the review says why it failed");
+    assert_ne!(
+        other.authenticated,
+        Some(true),
+        "token must not pass for another audience: {other:?}"
+    );
+    assert!(
+        other.error.is_some_and(|e| !e.is_empty()),
+        "the review says why it failed"
+    );
 }

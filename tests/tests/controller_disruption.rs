@@ -12,7 +12,8 @@ use triton_e2e::*;
 const LONG: Duration = Duration::from_secs(90);
 
 async fn controller_ready() -> bool {
-    let addr = std::env::var("TRITON_CONTROLLER_ADMIN").expect("TRITON_CONTROLLER_ADMIN is set by tests/cluster/run --triton");
+    let addr = std::env::var("TRITON_CONTROLLER_ADMIN")
+        .expect("TRITON_CONTROLLER_ADMIN is set by tests/cluster/run --triton");
     tokio::process::Command::new("curl")
         .args(["-fsS", "-o", "/dev/null", &format!("http://{addr}/readyz")])
         .status()
@@ -24,39 +25,101 @@ async fn controller_ready() -> bool {
 async fn a_release_resumes_after_the_controller_is_killed_mid_batch_with_no_extra_pods() {
     let client = client().await;
     let ns = namespace(&client, "controller-restart").await;
-    let df = Flow::create(&client, &ns, flow("app-v1", "app", "create", 3, "nginx:1.25",
-        json!({"batchSize": 1, "canary": 1, "mode": "auto"}))).await;
+    let df = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            3,
+            "nginx:1.25",
+            json!({"batchSize": 1, "canary": 1, "mode": "auto"}),
+        ),
+    )
+    .await;
     df.wait_batch(1, "Smoked", LONG).await;
 
     // Kill it hard (no graceful shutdown), and move the release forward while it is down.
-    let killed = tokio::process::Command::new("pkill").args(["-KILL", "-f", "triton-controller --admin-listen"]).status().await.unwrap();
+    let killed = tokio::process::Command::new("pkill")
+        .args(["-KILL", "-f", "triton-controller --admin-listen"])
+        .status()
+        .await
+        .unwrap();
     assert!(killed.success(), "a triton-controller process was running");
-    eventually("triton-controller gone", Duration::from_secs(10), || async {
-        if controller_ready().await { Err("still answering") } else { Ok(()) }
-    })
+    eventually(
+        "triton-controller gone",
+        Duration::from_secs(10),
+        || async {
+            if controller_ready().await {
+                Err("still answering")
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
-    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
-    holds_for("no progress while the controller is down", Duration::from_secs(2), || async {
-        let s = df.status().await;
-        if s["conditions"][0]["phase"] == "Smoked" { Ok(()) } else { Err(triton_e2e::deployflow::summary(&s)) }
-    })
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
+        .await;
+    holds_for(
+        "no progress while the controller is down",
+        Duration::from_secs(2),
+        || async {
+            let s = df.status().await;
+            if s["conditions"][0]["phase"] == "Smoked" {
+                Ok(())
+            } else {
+                Err(triton_e2e::deployflow::summary(&s))
+            }
+        },
+    )
     .await;
 
     let start = std::env::var("TRITON_CONTROLLER_START").unwrap();
-    tokio::process::Command::new(start).spawn().expect("start triton-controller again");
-    eventually("triton-controller ready again", Duration::from_secs(30), || async {
-        if controller_ready().await { Ok(()) } else { Err("not ready") }
-    })
+    tokio::process::Command::new(start)
+        .spawn()
+        .expect("start triton-controller again");
+    eventually(
+        "triton-controller ready again",
+        Duration::from_secs(30),
+        || async {
+            if controller_ready().await {
+                Ok(())
+            } else {
+                Err("not ready")
+            }
+        },
+    )
     .await;
     df.wait_batch(1, "Baking", LONG).await;
-    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"}))
+        .await;
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["finishedReplicas"], 3);
-    let pods: Vec<Pod> = triton_e2e::pods(&Api::namespaced(client.clone(), &ns), "app.kubernetes.io/instance=app").await;
-    assert_eq!(pods.len(), 3, "no extra pods: {:?}", pods.iter().map(|p| p.metadata.name.clone()).collect::<Vec<_>>());
+    let pods: Vec<Pod> = triton_e2e::pods(
+        &Api::namespaced(client.clone(), &ns),
+        "app.kubernetes.io/instance=app",
+    )
+    .await;
+    assert_eq!(
+        pods.len(),
+        3,
+        "no extra pods: {:?}",
+        pods.iter()
+            .map(|p| p.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
     let names: Vec<String> = serde_json::from_value(s["pods"].clone()).unwrap();
-    assert_eq!(names.len(), 3, "three pods attributed to batches: {names:?}");
+    assert_eq!(
+        names.len(),
+        3,
+        "three pods attributed to batches: {names:?}"
+    );
     for p in &pods {
-        assert!(names.contains(p.metadata.name.as_ref().unwrap()), "{:?} belongs to a batch", p.metadata.name);
+        assert!(
+            names.contains(p.metadata.name.as_ref().unwrap()),
+            "{:?} belongs to a batch",
+            p.metadata.name
+        );
     }
 }

@@ -22,16 +22,59 @@ async fn refused(client: &kube::Client, ns: &str, edit: impl FnOnce(&mut Value))
 async fn malformed_deployflows_are_refused_naming_the_field() {
     let client = client().await;
     let ns = namespace(&client, "df-validation").await;
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
-        ("spec.action", Box::new(|d| d["spec"]["action"] = json!("explode"))),
-        ("spec.updateStrategy.mode", Box::new(|d| d["spec"]["updateStrategy"]["mode"] = json!("fast"))),
-        ("spec.application.replicas", Box::new(|d| d["spec"]["application"]["replicas"] = json!(-1))),
-        ("spec.updateStrategy.batchIntervalSeconds", Box::new(|d| d["spec"]["updateStrategy"]["batchIntervalSeconds"] = json!(-5))),
-        ("spec.updateStrategy.batchSize", Box::new(|d| d["spec"]["updateStrategy"]["batchSize"] = json!("ten"))),
-        ("spec.application.instanceName", Box::new(|d| { d["spec"]["application"].as_object_mut().unwrap().remove("instanceName"); })),
-        ("spec.application.template", Box::new(|d| { d["spec"]["application"].as_object_mut().unwrap().remove("template"); })),
-        ("spec.application.replicas", Box::new(|d| { d["spec"]["application"].as_object_mut().unwrap().remove("replicas"); })),
-        ("spec.updateStrategy.stage", Box::new(|d| d["spec"]["updateStrategy"]["stage"] = json!("Fried"))),
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "spec.action",
+            Box::new(|d| d["spec"]["action"] = json!("explode")),
+        ),
+        (
+            "spec.updateStrategy.mode",
+            Box::new(|d| d["spec"]["updateStrategy"]["mode"] = json!("fast")),
+        ),
+        (
+            "spec.application.replicas",
+            Box::new(|d| d["spec"]["application"]["replicas"] = json!(-1)),
+        ),
+        (
+            "spec.updateStrategy.batchIntervalSeconds",
+            Box::new(|d| d["spec"]["updateStrategy"]["batchIntervalSeconds"] = json!(-5)),
+        ),
+        (
+            "spec.updateStrategy.batchSize",
+            Box::new(|d| d["spec"]["updateStrategy"]["batchSize"] = json!("ten")),
+        ),
+        (
+            "spec.application.instanceName",
+            Box::new(|d| {
+                d["spec"]["application"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("instanceName");
+            }),
+        ),
+        (
+            "spec.application.template",
+            Box::new(|d| {
+                d["spec"]["application"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("template");
+            }),
+        ),
+        (
+            "spec.application.replicas",
+            Box::new(|d| {
+                d["spec"]["application"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("replicas");
+            }),
+        ),
+        (
+            "spec.updateStrategy.stage",
+            Box::new(|d| d["spec"]["updateStrategy"]["stage"] = json!("Fried")),
+        ),
     ];
     for (field, edit) in cases {
         let msg = refused(&client, &ns, edit).await;
@@ -49,7 +92,13 @@ async fn the_tutorial_deployflow_applies_unchanged() {
     df["spec"]["updateStrategy"]["paused"] = json!(true);
     let obj: DynamicObject = serde_json::from_value(df).unwrap();
     dynamic_api(&client, &ns, "apps.triton.io", "v1alpha1", "DeployFlow")
-        .create(&kube::api::PostParams { dry_run: true, ..Default::default() }, &obj)
+        .create(
+            &kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &obj,
+        )
         .await
         .expect("the tutorial DeployFlow is valid");
 }

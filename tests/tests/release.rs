@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 use triton_e2e::deployflow::{Flow, flow, seconds_between, tutorial, tutorial_service};
 use triton_e2e::*;
@@ -16,7 +16,10 @@ const LONG: Duration = Duration::from_secs(90);
 
 async fn create_service(client: &kube::Client, ns: &str, manifest: Value) {
     let svc: Service = serde_json::from_value(manifest).unwrap();
-    Api::<Service>::namespaced(client.clone(), ns).create(&PostParams::default(), &svc).await.expect("create Service");
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
 }
 
 fn batch(status: &Value, n: usize) -> Value {
@@ -38,82 +41,152 @@ async fn tutorial_release_canary_waits_at_smoked_then_next_patches_release_it_to
     let s = df.wait_batch(1, "Smoked", LONG).await;
     assert_eq!(s["batches"], 3);
     assert_eq!(batch(&s, 1)["canary"], true);
-    let canary = batch(&s, 1)["pods"][0]["name"].as_str().expect("the canary pod").to_string();
+    let canary = batch(&s, 1)["pods"][0]["name"]
+        .as_str()
+        .expect("the canary pod")
+        .to_string();
     let pod = pods.get(&canary).await.unwrap();
     assert!(is_true(&pod, "ContainersReady"));
-    assert_ne!(condition(&pod, "Ready"), Some("True"), "the canary is not Ready before Next");
-    holds_for("the canary staying Smoked and out of the ready endpoints", Duration::from_secs(3), || async {
-        let eps = service_endpoints(&client, &ns, svc_name).await;
-        let st = df.status().await;
-        if !eps.ready.is_empty() {
-            return Err(format!("ready endpoints {:?}", eps.ready));
-        }
-        if batch(&st, 1)["phase"] != "Smoked" {
-            return Err(format!("batch 1 moved on: {}", batch(&st, 1)["phase"]));
-        }
-        Ok(())
-    })
+    assert_ne!(
+        condition(&pod, "Ready"),
+        Some("True"),
+        "the canary is not Ready before Next"
+    );
+    holds_for(
+        "the canary staying Smoked and out of the ready endpoints",
+        Duration::from_secs(3),
+        || async {
+            let eps = service_endpoints(&client, &ns, svc_name).await;
+            let st = df.status().await;
+            if !eps.ready.is_empty() {
+                return Err(format!("ready endpoints {:?}", eps.ready));
+            }
+            if batch(&st, 1)["phase"] != "Smoked" {
+                return Err(format!("batch 1 moved on: {}", batch(&st, 1)["phase"]));
+            }
+            Ok(())
+        },
+    )
     .await;
 
     // Next #1: pulled in.
-    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
+        .await;
     let s = df.wait_batch(1, "Baking", LONG).await;
     assert_eq!(batch(&s, 1)["pods"][0]["pullInStatus"], "PullInSucceeded");
     assert!(is_true(&pods.get(&canary).await.unwrap(), "Ready"));
     let ip = batch(&s, 1)["pods"][0]["ip"].as_str().unwrap().to_string();
-    assert_eq!(service_endpoints(&client, &ns, svc_name).await.ready, vec![ip], "PullInSucceeded means a ready endpoint");
+    assert_eq!(
+        service_endpoints(&client, &ns, svc_name).await.ready,
+        vec![ip],
+        "PullInSucceeded means a ready endpoint"
+    );
 
     // Next #2: the canary is baked; batch 2 waits for the user.
-    df.patch_strategy("updateStrategy", json!({"stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"stage": "Baked"}))
+        .await;
     let s = df.wait_batch(2, "Pending", LONG).await;
     assert_eq!(batch(&s, 1)["phase"], "Baked");
 
     // Next #3: batches 2 and 3 run, batchIntervalSeconds (10) apart, to Success.
-    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"}))
+        .await;
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["finished"], true);
     assert_eq!(s["finishedReplicas"], 3);
     let gap = seconds_between(&batch(&s, 2)["finishedAt"], &batch(&s, 3)["startedAt"]);
-    assert!(gap >= 10.0, "batch 3 started {gap} s after batch 2 finished, want >= 10");
-    for b in 1..=3 {
-        assert_eq!(batch(&s, b)["pods"][0]["pullInStatus"], "PullInSucceeded", "batch {b}");
-    }
-    let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet").get("12122-sample-10010").await.unwrap();
-    let cs = serde_json::to_value(cs).unwrap();
-    assert_eq!((cs["spec"]["replicas"].clone(), cs["status"]["readyReplicas"].clone()), (json!(3), json!(3)));
     assert!(
-        cs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")),
+        gap >= 10.0,
+        "batch 3 started {gap} s after batch 2 finished, want >= 10"
+    );
+    for b in 1..=3 {
+        assert_eq!(
+            batch(&s, b)["pods"][0]["pullInStatus"],
+            "PullInSucceeded",
+            "batch {b}"
+        );
+    }
+    let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet")
+        .get("12122-sample-10010")
+        .await
+        .unwrap();
+    let cs = serde_json::to_value(cs).unwrap();
+    assert_eq!(
+        (
+            cs["spec"]["replicas"].clone(),
+            cs["status"]["readyReplicas"].clone()
+        ),
+        (json!(3), json!(3))
+    );
+    assert!(
+        cs["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")),
         "ownership is released after Success: {}",
         cs["metadata"]["ownerReferences"]
     );
     let eps = eventually("3 ready endpoints", Duration::from_secs(30), || async {
         let eps = service_endpoints(&client, &ns, svc_name).await;
-        if eps.ready.len() == 3 { Ok(eps) } else { Err(eps) }
+        if eps.ready.len() == 3 {
+            Ok(eps)
+        } else {
+            Err(eps)
+        }
     })
     .await;
     assert!(eps.not_ready.is_empty(), "{eps:?}");
 
     // After Success: a deleted pod is re-created by Kruise, gated, and pulled in without a release.
-    let before: Vec<String> = triton_e2e::pods(&pods, "app=12122").await.into_iter().filter_map(|p| p.metadata.name).collect();
-    pods.delete(&canary, &DeleteParams::default()).await.unwrap();
-    let replacement = eventually("a replacement pod, Ready", Duration::from_secs(30), || async {
-        let all = triton_e2e::pods(&pods, "app=12122").await;
-        let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        match live.iter().find(|p| !before.contains(p.metadata.name.as_ref().unwrap())) {
-            Some(p) if live.len() == 3 && is_true(p, "Ready") => Ok((*p).clone()),
-            Some(p) => Err(format!("replacement {:?} not Ready yet", p.metadata.name)),
-            None => Err(format!("{} live pods, no replacement yet", live.len())),
-        }
-    })
+    let before: Vec<String> = triton_e2e::pods(&pods, "app=12122")
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    pods.delete(&canary, &DeleteParams::default())
+        .await
+        .unwrap();
+    let replacement = eventually(
+        "a replacement pod, Ready",
+        Duration::from_secs(30),
+        || async {
+            let all = triton_e2e::pods(&pods, "app=12122").await;
+            let live: Vec<&Pod> = all
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            match live
+                .iter()
+                .find(|p| !before.contains(p.metadata.name.as_ref().unwrap()))
+            {
+                Some(p) if live.len() == 3 && is_true(p, "Ready") => Ok((*p).clone()),
+                Some(p) => Err(format!("replacement {:?} not Ready yet", p.metadata.name)),
+                None => Err(format!("{} live pods, no replacement yet", live.len())),
+            }
+        },
+    )
     .await;
     assert!(
-        replacement.spec.unwrap().readiness_gates.unwrap().iter().any(|g| g.condition_type == "apps.triton.io/ready"),
+        replacement
+            .spec
+            .unwrap()
+            .readiness_gates
+            .unwrap()
+            .iter()
+            .any(|g| g.condition_type == "apps.triton.io/ready"),
         "the replacement carries the gate"
     );
-    eventually("3 ready endpoints again", Duration::from_secs(30), || async {
-        let eps = service_endpoints(&client, &ns, svc_name).await;
-        if eps.ready.len() == 3 { Ok(()) } else { Err(eps) }
-    })
+    eventually(
+        "3 ready endpoints again",
+        Duration::from_secs(30),
+        || async {
+            let eps = service_endpoints(&client, &ns, svc_name).await;
+            if eps.ready.len() == 3 {
+                Ok(())
+            } else {
+                Err(eps)
+            }
+        },
+    )
     .await;
 }
 
@@ -122,19 +195,48 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
     let client = client().await;
     let ns = namespace(&client, "update").await;
     let labels = json!({"app.kubernetes.io/instance": "web"});
-    create_service(&client, &ns, json!({"metadata": {"name": "web"}, "spec": {"selector": labels, "ports": [{"port": 80}]}})).await;
-    let create = Flow::create(&client, &ns, flow("web-v1", "web", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await;
+    create_service(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "web"}, "spec": {"selector": labels, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let create = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "web-v1",
+            "web",
+            "create",
+            4,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await;
     create.wait_phase("Success", LONG).await;
-    eventually("4 ready endpoints before the update", Duration::from_secs(30), || async {
-        let eps = service_endpoints(&client, &ns, "web").await;
-        if eps.ready.len() == 4 { Ok(()) } else { Err(eps) }
-    })
+    eventually(
+        "4 ready endpoints before the update",
+        Duration::from_secs(30),
+        || async {
+            let eps = service_endpoints(&client, &ns, "web").await;
+            if eps.ready.len() == 4 {
+                Ok(())
+            } else {
+                Err(eps)
+            }
+        },
+    )
     .await;
 
     // Watch the Service for the whole update.
-    let (stop, min_ready) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(usize::MAX)));
+    let (stop, min_ready) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(usize::MAX)),
+    );
     let watcher = {
-        let (stop, min_ready, client, ns) = (stop.clone(), min_ready.clone(), client.clone(), ns.clone());
+        let (stop, min_ready, client, ns) =
+            (stop.clone(), min_ready.clone(), client.clone(), ns.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let n = service_endpoints(&client, &ns, "web").await.ready.len();
@@ -144,27 +246,66 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
         })
     };
 
-    let update = Flow::create(&client, &ns, flow("web-v2", "web", "update", 4, "nginx:1.26", json!({"batchSize": 2, "mode": "manual"}))).await;
+    let update = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "web-v2",
+            "web",
+            "update",
+            4,
+            "nginx:1.26",
+            json!({"batchSize": 2, "mode": "manual"}),
+        ),
+    )
+    .await;
     let s = update.wait_batch(2, "Pending", LONG).await;
     assert_eq!(batch(&s, 1)["phase"], "Baked");
-    holds_for("batch 2 waiting for batches: 2", Duration::from_secs(3), || async {
-        let st = update.status().await;
-        if batch(&st, 2)["phase"] == "Pending" { Ok(()) } else { Err(format!("batch 2 is {}", batch(&st, 2)["phase"])) }
-    })
+    holds_for(
+        "batch 2 waiting for batches: 2",
+        Duration::from_secs(3),
+        || async {
+            let st = update.status().await;
+            if batch(&st, 2)["phase"] == "Pending" {
+                Ok(())
+            } else {
+                Err(format!("batch 2 is {}", batch(&st, 2)["phase"]))
+            }
+        },
+    )
     .await;
-    update.patch_strategy("updateStrategy", json!({"batches": 2})).await;
+    update
+        .patch_strategy("updateStrategy", json!({"batches": 2}))
+        .await;
     let s = update.wait_phase("Success", LONG).await;
     stop.store(true, Ordering::SeqCst);
     watcher.await.unwrap();
     assert_eq!(s["updatedReplicas"], 4);
     let min = min_ready.load(Ordering::SeqCst);
-    assert!(min >= 4, "the Service had only {min} ready endpoints during the update");
-    let pods = triton_e2e::pods(&Api::namespaced(client.clone(), &ns), "app.kubernetes.io/instance=web").await;
-    let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    assert!(
+        min >= 4,
+        "the Service had only {min} ready endpoints during the update"
+    );
+    let pods = triton_e2e::pods(
+        &Api::namespaced(client.clone(), &ns),
+        "app.kubernetes.io/instance=web",
+    )
+    .await;
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
     assert_eq!(live.len(), 4);
     for p in live {
-        let image = p.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
-        assert_eq!(image, "nginx:1.26", "{:?} runs the new image", p.metadata.name);
+        let image = p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        assert_eq!(
+            image, "nginx:1.26",
+            "{:?} runs the new image",
+            p.metadata.name
+        );
     }
 }
 
@@ -172,29 +313,64 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
 async fn scale_in_with_pods_to_delete_removes_exactly_the_named_pods() {
     let client = client().await;
     let ns = namespace(&client, "scale-in").await;
-    let create = Flow::create(&client, &ns, flow("app-v1", "app", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await;
+    let create = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            4,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await;
     create.wait_phase("Success", LONG).await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut names: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await.into_iter().filter_map(|p| p.metadata.name).collect();
+    let mut names: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app")
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     names.sort();
     let victims = vec![names[0].clone(), names[2].clone()];
 
     let scale = Flow::create(
         &client,
         &ns,
-        flow("app-in", "app", "scale_in", 2, "nginx:1.25", json!({"batchSize": 1, "mode": "auto", "podsToDelete": victims})),
+        flow(
+            "app-in",
+            "app",
+            "scale_in",
+            2,
+            "nginx:1.25",
+            json!({"batchSize": 1, "mode": "auto", "podsToDelete": victims}),
+        ),
     )
     .await;
     scale.wait_phase("Success", LONG).await;
-    let mut left: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await.into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name).collect();
+    let mut left: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app")
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
     left.sort();
-    let expected: Vec<String> = names.iter().filter(|n| !victims.contains(n)).cloned().collect();
+    let expected: Vec<String> = names
+        .iter()
+        .filter(|n| !victims.contains(n))
+        .cloned()
+        .collect();
     assert_eq!(left, expected, "exactly the named pods were removed");
 }
 
 fn live_names(pods: &[Pod]) -> Vec<String> {
-    let mut v: Vec<String> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name.clone()).collect();
+    let mut v: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     v.sort();
     v
 }
@@ -203,19 +379,51 @@ fn live_names(pods: &[Pod]) -> Vec<String> {
 async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
     let client = client().await;
     let ns = namespace(&client, "restart").await;
-    Flow::create(&client, &ns, flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            2,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", LONG)
+    .await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
     assert_eq!(before.len(), 2);
 
-    let restart = Flow::create(&client, &ns, flow("app-restart", "app", "restart", 2, "nginx:1.25", json!({"batchSize": 1, "mode": "auto"}))).await;
+    let restart = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-restart",
+            "app",
+            "restart",
+            2,
+            "nginx:1.25",
+            json!({"batchSize": 1, "mode": "auto"}),
+        ),
+    )
+    .await;
     let s = restart.wait_phase("Success", LONG).await;
     assert_eq!(s["finishedReplicas"], 2);
     let after = eventually("2 new pods, Ready, none of the old ones", LONG, || async {
         let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
-        let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
         let names = live_names(&pods);
-        if live.len() == 2 && live.iter().all(|p| is_true(p, "Ready")) && names.iter().all(|n| !before.contains(n)) {
+        if live.len() == 2
+            && live.iter().all(|p| is_true(p, "Ready"))
+            && names.iter().all(|n| !before.contains(n))
+        {
             Ok(names)
         } else {
             Err(names)
@@ -229,23 +437,62 @@ async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
 async fn rollback_to_an_earlier_template_brings_the_old_image_back() {
     let client = client().await;
     let ns = namespace(&client, "rollback").await;
-    let v1 = flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}));
-    Flow::create(&client, &ns, v1.clone()).await.wait_phase("Success", LONG).await;
-    Flow::create(&client, &ns, flow("app-v2", "app", "update", 2, "nginx:1.26", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    let v1 = flow(
+        "app-v1",
+        "app",
+        "create",
+        2,
+        "nginx:1.25",
+        json!({"mode": "auto"}),
+    );
+    Flow::create(&client, &ns, v1.clone())
+        .await
+        .wait_phase("Success", LONG)
+        .await;
+    Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v2",
+            "app",
+            "update",
+            2,
+            "nginx:1.26",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", LONG)
+    .await;
 
     // A rollback DeployFlow carries the earlier DeployFlow's application (what gRPC Rollback copies).
     let mut rollback = v1;
     rollback["metadata"]["name"] = json!("app-rollback");
     rollback["spec"]["action"] = json!("rollback");
     rollback["spec"]["updateStrategy"] = json!({"batchSize": 1, "mode": "auto"});
-    let s = Flow::create(&client, &ns, rollback).await.wait_phase("Success", LONG).await;
+    let s = Flow::create(&client, &ns, rollback)
+        .await
+        .wait_phase("Success", LONG)
+        .await;
     assert_eq!(s["updatedReplicas"], 2);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     eventually("2 pods on nginx:1.25 again", LONG, || async {
         let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
-        let images: Vec<String> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap()).collect();
-        if images == ["nginx:1.25", "nginx:1.25"] { Ok(()) } else { Err(images) }
+        let images: Vec<String> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                p.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        if images == ["nginx:1.25", "nginx:1.25"] {
+            Ok(())
+        } else {
+            Err(images)
+        }
     })
     .await;
 }
@@ -254,17 +501,51 @@ async fn rollback_to_an_earlier_template_brings_the_old_image_back() {
 async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
     let client = client().await;
     let ns = namespace(&client, "scale-out").await;
-    Flow::create(&client, &ns, flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            2,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", LONG)
+    .await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
-    let s = Flow::create(&client, &ns, flow("app-out", "app", "scale_out", 4, "nginx:1.25", json!({"batchSize": 1, "mode": "auto"})))
-        .await
-        .wait_phase("Success", LONG)
-        .await;
-    assert_eq!((s["batches"].clone(), s["finishedReplicas"].clone()), (json!(2), json!(2)));
+    let s = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-out",
+            "app",
+            "scale_out",
+            4,
+            "nginx:1.25",
+            json!({"batchSize": 1, "mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", LONG)
+    .await;
+    assert_eq!(
+        (s["batches"].clone(), s["finishedReplicas"].clone()),
+        (json!(2), json!(2))
+    );
     let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
     let after = live_names(&pods);
     assert_eq!(after.len(), 4);
-    assert!(before.iter().all(|n| after.contains(n)), "the old pods stay: {before:?} in {after:?}");
-    assert!(pods.iter().all(|p| is_true(p, "Ready")), "every pod Ready (new ones pulled in)");
+    assert!(
+        before.iter().all(|n| after.contains(n)),
+        "the old pods stay: {before:?} in {after:?}"
+    );
+    assert!(
+        pods.iter().all(|p| is_true(p, "Ready")),
+        "every pod Ready (new ones pulled in)"
+    );
 }

@@ -13,21 +13,42 @@ const LONG: Duration = Duration::from_secs(90);
 async fn pause_holds_the_release_between_batches_and_resume_finishes_it() {
     let client = client().await;
     let ns = namespace(&client, "pause").await;
-    let df = Flow::create(&client, &ns, flow("app-v1", "app", "create", 3, "nginx:1.25",
-        json!({"batchSize": 1, "mode": "auto", "batchIntervalSeconds": 3}))).await;
+    let df = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            3,
+            "nginx:1.25",
+            json!({"batchSize": 1, "mode": "auto", "batchIntervalSeconds": 3}),
+        ),
+    )
+    .await;
     df.wait_batch(1, "Baked", LONG).await;
-    df.patch_strategy("updateStrategy", json!({"paused": true})).await;
+    df.patch_strategy("updateStrategy", json!({"paused": true}))
+        .await;
     let s = df.wait("paused", LONG, |s| s["paused"] == true).await;
     let finished = s["finishedBatches"].clone();
     let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet");
     let paused = serde_json::to_value(cs.get("app").await.unwrap()).unwrap()["spec"]["updateStrategy"]["paused"].clone();
     assert_eq!(paused, true, "the CloneSet is paused too");
-    holds_for("no batch finishing while paused", Duration::from_secs(5), || async {
-        let st = df.status().await;
-        if st["finishedBatches"] == finished && st["phase"] == "BatchStarted" { Ok(()) } else { Err(triton_e2e::deployflow::summary(&st)) }
-    })
+    holds_for(
+        "no batch finishing while paused",
+        Duration::from_secs(5),
+        || async {
+            let st = df.status().await;
+            if st["finishedBatches"] == finished && st["phase"] == "BatchStarted" {
+                Ok(())
+            } else {
+                Err(triton_e2e::deployflow::summary(&st))
+            }
+        },
+    )
     .await;
-    df.patch_strategy("updateStrategy", json!({"paused": false})).await;
+    df.patch_strategy("updateStrategy", json!({"paused": false}))
+        .await;
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["paused"], false);
     assert_eq!(s["finishedReplicas"], 3);
@@ -40,36 +61,109 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
     let selector = json!({"app.kubernetes.io/instance": "web"});
     let svc: k8s_openapi::api::core::v1::Service =
         serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": selector, "ports": [{"port": 80}]}})).unwrap();
-    Api::namespaced(client.clone(), &ns).create(&Default::default(), &svc).await.unwrap();
-    Flow::create(&client, &ns, flow("web-v1", "web", "create", 4, "nginx:1.25", json!({"mode": "auto"}))).await.wait_phase("Success", LONG).await;
+    Api::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &svc)
+        .await
+        .unwrap();
+    Flow::create(
+        &client,
+        &ns,
+        flow(
+            "web-v1",
+            "web",
+            "create",
+            4,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", LONG)
+    .await;
 
-    let update = Flow::create(&client, &ns, flow("web-v2", "web", "update", 4, "nginx:1.26",
-        json!({"batchSize": 2, "canary": 1, "mode": "auto"}))).await;
+    let update = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "web-v2",
+            "web",
+            "update",
+            4,
+            "nginx:1.26",
+            json!({"batchSize": 2, "canary": 1, "mode": "auto"}),
+        ),
+    )
+    .await;
     let s = update.wait_batch(1, "Smoked", LONG).await;
-    let canary = s["conditions"][0]["pods"][0]["name"].as_str().unwrap().to_string();
-    update.patch_strategy("updateStrategy", json!({"canceled": true})).await;
+    let canary = s["conditions"][0]["pods"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    update
+        .patch_strategy("updateStrategy", json!({"canceled": true}))
+        .await;
     let s = update.wait_phase("Canceled", LONG).await;
     assert_eq!(s["finished"], true);
-    assert!(s["message"].as_str().unwrap_or_default().contains("batch 1"), "{}", s["message"]);
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("batch 1"),
+        "{}",
+        s["message"]
+    );
 
     let pods_api = Api::namespaced(client.clone(), &ns);
     let live = eventually("the canary removed and 4 old pods left", LONG, || async {
         let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=web").await;
-        let live: Vec<_> = pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        let has_canary = live.iter().any(|p| p.metadata.name.as_deref() == Some(&canary));
-        if live.len() == 4 && !has_canary { Ok(live) } else { Err(format!("{} live pods, canary present: {has_canary}", live.len())) }
+        let live: Vec<_> = pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let has_canary = live
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(&canary));
+        if live.len() == 4 && !has_canary {
+            Ok(live)
+        } else {
+            Err(format!(
+                "{} live pods, canary present: {has_canary}",
+                live.len()
+            ))
+        }
     })
     .await;
     for p in &live {
-        assert_eq!(p.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("nginx:1.25"));
+        assert_eq!(
+            p.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some("nginx:1.25")
+        );
     }
-    let cs = serde_json::to_value(dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet").get("web").await.unwrap()).unwrap();
+    let cs = serde_json::to_value(
+        dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet")
+            .get("web")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(cs["spec"]["replicas"], 4);
-    assert_ne!(cs["spec"]["updateStrategy"]["paused"], true, "the CloneSet is left unpaused");
-    assert!(cs["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")), "ownership released");
+    assert_ne!(
+        cs["spec"]["updateStrategy"]["paused"], true,
+        "the CloneSet is left unpaused"
+    );
+    assert!(
+        cs["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")),
+        "ownership released"
+    );
     eventually("4 ready endpoints after the cancel", LONG, || async {
         let eps = service_endpoints(&client, &ns, "web").await;
-        if eps.ready.len() == 4 { Ok(()) } else { Err(eps) }
+        if eps.ready.len() == 4 {
+            Ok(())
+        } else {
+            Err(eps)
+        }
     })
     .await;
 }
@@ -78,29 +172,70 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
 async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery() {
     let client = client().await;
     let ns = namespace(&client, "smoke-failed").await;
-    let mut manifest = flow("crash-v1", "crash", "create", 1, "nginx:1.25", json!({"mode": "auto"}));
-    manifest["spec"]["application"]["template"]["metadata"]["annotations"] = json!({"e2e.triton.io/crash": "true"});
+    let mut manifest = flow(
+        "crash-v1",
+        "crash",
+        "create",
+        1,
+        "nginx:1.25",
+        json!({"mode": "auto"}),
+    );
+    manifest["spec"]["application"]["template"]["metadata"]["annotations"] =
+        json!({"e2e.triton.io/crash": "true"});
     let df = Flow::create(&client, &ns, manifest).await;
     let s = df.wait_batch(1, "SmokeFailed", LONG).await;
     assert_eq!(s["paused"], true, "the release pauses");
-    assert!(s["message"].as_str().unwrap_or_default().contains("smoke"), "{}", s["message"]);
-    let pod = s["conditions"][0]["pods"][0]["name"].as_str().expect("the failing pod").to_string();
+    assert!(
+        s["message"].as_str().unwrap_or_default().contains("smoke"),
+        "{}",
+        s["message"]
+    );
+    let pod = s["conditions"][0]["pods"][0]["name"]
+        .as_str()
+        .expect("the failing pod")
+        .to_string();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     eventually("a BatchFailed Event on the DeployFlow", LONG, || async {
-        let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
-        if list.items.iter().any(|e| e.reason.as_deref() == Some("BatchFailed")) { Ok(()) } else { Err("none yet".to_string()) }
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BatchFailed"))
+        {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
     })
     .await;
 
-    df.patch_strategy("updateStrategy", json!({"paused": false})).await;
-    let s = df.wait("to refuse the resume", LONG, |s| s["message"].as_str().unwrap_or_default().starts_with("resume refused")).await;
+    df.patch_strategy("updateStrategy", json!({"paused": false}))
+        .await;
+    let s = df
+        .wait("to refuse the resume", LONG, |s| {
+            s["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("resume refused")
+        })
+        .await;
     assert_eq!(s["paused"], true);
     assert_eq!(s["conditions"][0]["phase"], "SmokeFailed");
 
     // The pod recovers (kwok stops crashing it); the resume goes through and the release ends.
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-    pods.patch(&pod, &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"e2e.triton.io/crash": null}}}))).await.unwrap();
+    pods.patch(
+        &pod,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"e2e.triton.io/crash": null}}}),
+        ),
+    )
+    .await
+    .unwrap();
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["paused"], false);
 }

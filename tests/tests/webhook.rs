@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::PostParams;
 use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
 use triton_e2e::cloneset::CloneSetSpec;
 use triton_e2e::*;
@@ -14,38 +14,95 @@ use triton_e2e::*;
 const READY_GATE: &str = "apps.triton.io/ready";
 
 fn gate_count(pod: &Pod) -> usize {
-    pod.spec.as_ref().unwrap().readiness_gates.iter().flatten().filter(|g| g.condition_type == READY_GATE).count()
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .readiness_gates
+        .iter()
+        .flatten()
+        .filter(|g| g.condition_type == READY_GATE)
+        .count()
 }
 
 fn condition_time(pod: &Pod, type_: &str) -> Option<k8s_openapi::jiff::Timestamp> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?.last_transition_time.as_ref().map(|t| t.0)
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
 }
 
 /// With triton-controller running, a managed pod no release holds is pulled in as soon as it is
 /// ContainersReady (DESIGN §2, decision 2), so "not Ready" is checked as: Ready only ever came
 /// after the gate condition was set True, by the controller.
 #[tokio::test]
-async fn managed_cloneset_pods_carry_the_gate_once_and_become_ready_only_through_it_while_unmanaged_pods_carry_none() {
+async fn managed_cloneset_pods_carry_the_gate_once_and_become_ready_only_through_it_while_unmanaged_pods_carry_none()
+ {
     let client = client().await;
     let ns = namespace(&client, "webhook-gate").await;
-    let managed = CloneSetSpec::new("managed", 2).pod_label("managed-by", "triton-io").create(&client, &ns).await;
+    let managed = CloneSetSpec::new("managed", 2)
+        .pod_label("managed-by", "triton-io")
+        .create(&client, &ns)
+        .await;
     let plain = CloneSetSpec::new("plain", 2).create(&client, &ns).await;
 
     let pods = managed.wait_ready(2).await;
     for pod in &pods {
         let name = pod.metadata.name.clone().unwrap();
-        assert_eq!(gate_count(pod), 1, "exactly one {READY_GATE} gate on {name}");
-        let gates: Vec<_> = pod.spec.as_ref().unwrap().readiness_gates.iter().flatten().map(|g| g.condition_type.clone()).collect();
-        assert!(gates.contains(&"InPlaceUpdateReady".to_string()), "Kruise's gate kept: {gates:?}");
-        let gate = pod.status.as_ref().unwrap().conditions.iter().flatten().find(|c| c.type_ == READY_GATE).expect("the gate condition");
-        assert_eq!((gate.status.as_str(), gate.reason.as_deref()), ("True", Some("NotHeld")), "{name}: set by triton-controller");
-        let (ready_at, gate_at) = (condition_time(pod, "Ready").unwrap(), condition_time(pod, READY_GATE).unwrap());
-        assert!(ready_at >= gate_at, "{name} was Ready ({ready_at}) before its gate was True ({gate_at})");
+        assert_eq!(
+            gate_count(pod),
+            1,
+            "exactly one {READY_GATE} gate on {name}"
+        );
+        let gates: Vec<_> = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .readiness_gates
+            .iter()
+            .flatten()
+            .map(|g| g.condition_type.clone())
+            .collect();
+        assert!(
+            gates.contains(&"InPlaceUpdateReady".to_string()),
+            "Kruise's gate kept: {gates:?}"
+        );
+        let gate = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == READY_GATE)
+            .expect("the gate condition");
+        assert_eq!(
+            (gate.status.as_str(), gate.reason.as_deref()),
+            ("True", Some("NotHeld")),
+            "{name}: set by triton-controller"
+        );
+        let (ready_at, gate_at) = (
+            condition_time(pod, "Ready").unwrap(),
+            condition_time(pod, READY_GATE).unwrap(),
+        );
+        assert!(
+            ready_at >= gate_at,
+            "{name} was Ready ({ready_at}) before its gate was True ({gate_at})"
+        );
     }
 
     let plain_pods = plain.wait_ready(2).await;
     for pod in &plain_pods {
-        assert_eq!(gate_count(pod), 0, "unmanaged pod {:?} untouched", pod.metadata.name);
+        assert_eq!(
+            gate_count(pod),
+            0,
+            "unmanaged pod {:?} untouched",
+            pod.metadata.name
+        );
     }
 }
 
@@ -58,30 +115,75 @@ async fn annotated_pod_gets_the_agent_sidecar_token_volume_and_environment() {
         .pod_annotation("apps.triton.io/agent", "http://:8080/healthz")
         .create(&client, &ns)
         .await;
-    let pod = cs.wait_pods("created", 1, Duration::from_secs(60), |_| true).await.remove(0);
+    let pod = cs
+        .wait_pods("created", 1, Duration::from_secs(60), |_| true)
+        .await
+        .remove(0);
     let spec = pod.spec.unwrap();
-    assert_eq!(spec.readiness_gates.iter().flatten().filter(|g| g.condition_type == READY_GATE).count(), 1);
-    let agent = spec.containers.iter().find(|c| c.name == "triton-agent").expect("the agent sidecar");
+    assert_eq!(
+        spec.readiness_gates
+            .iter()
+            .flatten()
+            .filter(|g| g.condition_type == READY_GATE)
+            .count(),
+        1
+    );
+    let agent = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "triton-agent")
+        .expect("the agent sidecar");
     let env: Vec<String> = agent.env.iter().flatten().map(|e| e.name.clone()).collect();
     for name in ["POD_NAME", "POD_NAMESPACE", "POD_UID", "TRITON_AGENT_PROBE"] {
         assert!(env.contains(&name.to_string()), "{name} in {env:?}");
     }
-    let probe = agent.env.iter().flatten().find(|e| e.name == "TRITON_AGENT_PROBE").unwrap();
+    let probe = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "TRITON_AGENT_PROBE")
+        .unwrap();
     assert_eq!(probe.value.as_deref(), Some("http://:8080/healthz"));
-    let mount = agent.volume_mounts.iter().flatten().find(|m| m.name == "triton-agent-token").expect("token mount");
+    let mount = agent
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "triton-agent-token")
+        .expect("token mount");
     assert_eq!(mount.read_only, Some(true));
-    let volume = spec.volumes.iter().flatten().find(|v| v.name == "triton-agent-token").expect("token volume");
-    let projection = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0].service_account_token.clone().unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "triton-agent-token")
+        .expect("token volume");
+    let projection = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0]
+        .service_account_token
+        .clone()
+        .unwrap();
     assert_eq!(projection.audience.as_deref(), Some("triton-agent"));
-    assert_eq!(spec.containers.iter().filter(|c| c.name == "triton-agent").count(), 1, "one sidecar, no duplicate");
+    assert_eq!(
+        spec.containers
+            .iter()
+            .filter(|c| c.name == "triton-agent")
+            .count(),
+        1,
+        "one sidecar, no duplicate"
+    );
 }
 
 #[tokio::test]
 async fn a_bad_agent_annotation_is_refused_with_a_message_naming_it() {
     let client = client().await;
     let ns = namespace(&client, "webhook-bad-agent").await;
-    let owner = CloneSetSpec::new("owner", 0).pod_label("managed-by", "triton-io").create(&client, &ns).await;
-    let uid = owner.get().await["metadata"]["uid"].as_str().unwrap().to_string();
+    let owner = CloneSetSpec::new("owner", 0)
+        .pod_label("managed-by", "triton-io")
+        .create(&client, &ns)
+        .await;
+    let uid = owner.get().await["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {
             "name": "bad-agent",
@@ -97,15 +199,25 @@ async fn a_bad_agent_annotation_is_refused_with_a_message_naming_it() {
         .await
         .expect_err("the webhook refuses the pod");
     let msg = err.to_string();
-    assert!(msg.contains("pods.webhook.apps.triton.io"), "the error names the webhook: {msg}");
-    assert!(msg.contains("apps.triton.io/agent"), "the error names the annotation: {msg}");
+    assert!(
+        msg.contains("pods.webhook.apps.triton.io"),
+        "the error names the webhook: {msg}"
+    );
+    assert!(
+        msg.contains("apps.triton.io/agent"),
+        "the error names the annotation: {msg}"
+    );
 }
 
 #[tokio::test]
 async fn deploy_manifests_pass_a_server_side_dry_run() {
     let client = client().await;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "triton-system"}})).unwrap();
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "triton-system"}})).unwrap();
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create namespace triton-system: {e}"),
@@ -117,8 +229,20 @@ async fn deploy_manifests_pass_a_server_side_dry_run() {
         .await
         .expect("run kubectl");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kubectl apply --dry-run=server -k deploy/ failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for kind in ["customresourcedefinition.apiextensions.k8s.io/deployflows.apps.triton.io", "deployment.apps/triton-controller", "clusterrole.rbac.authorization.k8s.io/triton-controller", "deployment.apps/triton-webhook", "mutatingwebhookconfiguration.admissionregistration.k8s.io/triton-webhook", "poddisruptionbudget.policy/triton-webhook", "service/triton-webhook"] {
+    assert!(
+        out.status.success(),
+        "kubectl apply --dry-run=server -k deploy/ failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for kind in [
+        "customresourcedefinition.apiextensions.k8s.io/deployflows.apps.triton.io",
+        "deployment.apps/triton-controller",
+        "clusterrole.rbac.authorization.k8s.io/triton-controller",
+        "deployment.apps/triton-webhook",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/triton-webhook",
+        "poddisruptionbudget.policy/triton-webhook",
+        "service/triton-webhook",
+    ] {
         assert!(stdout.contains(kind), "{kind} in:\n{stdout}");
     }
 }

@@ -39,19 +39,31 @@ fn opts() -> Opts {
         seconds: 10,
         warmup: 2,
         rate: None,
-        server: std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("triton-webhook"),
+        server: std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("triton-webhook"),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
+        let mut val = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{a} needs a value"))
+                .clone()
+        };
         match a.as_str() {
             "--connections" => o.connections = val().parse().expect("--connections N"),
             "--seconds" => o.seconds = val().parse().expect("--seconds N"),
             "--warmup" => o.warmup = val().parse().expect("--warmup N"),
             "--server" => o.server = val().into(),
             "--rate" => o.rate = Some(val().parse().expect("--rate REVIEWS_PER_SECOND")),
-            other => panic!("unknown argument {other}; use --connections N --seconds N --warmup N --rate R --server PATH"),
+            other => panic!(
+                "unknown argument {other}; use --connections N --seconds N --warmup N --rate R --server PATH"
+            ),
         }
     }
     o
@@ -127,7 +139,11 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 #[tokio::main]
 async fn main() {
     let o = opts();
-    assert!(o.server.exists(), "{} not found: run `cargo build --release -p triton-webhook` first", o.server.display());
+    assert!(
+        o.server.exists(),
+        "{} not found: run `cargo build --release -p triton-webhook` first",
+        o.server.display()
+    );
 
     // Certificates.
     let dir = std::env::temp_dir().join(format!("triton-webhook-bench-{}", std::process::id()));
@@ -136,12 +152,19 @@ async fn main() {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
     std::fs::write(dir.join("tls.crt"), leaf.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
 
     // Server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut server = std::process::Command::new(&o.server)
         .args([
             &format!("--listen=127.0.0.1:{port}"),
@@ -156,18 +179,25 @@ async fn main() {
     let pid = server.id();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
     let tls = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     );
     let addr = format!("127.0.0.1:{port}");
     let start = Instant::now();
     while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "triton-webhook did not listen on {addr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "triton-webhook did not listen on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let idle = rss_kib(pid);
@@ -180,18 +210,28 @@ async fn main() {
         let (tls, addr, bodies) = (tls.clone(), addr.clone(), bodies.clone());
         let (rate, connections) = (o.rate, o.connections);
         tasks.push(tokio::spawn(async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut hist =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let mut errors = 0u64;
-            let mut lag = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut lag =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
-            let stream = tokio_rustls::TlsConnector::from(tls).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let mut i = c;
             // Open loop: this connection's share of the rate, phase-shifted per connection.
             let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
-            let mut next = Instant::now() + interval.map(|iv| iv.mul_f64(c as f64 / connections as f64)).unwrap_or_default();
+            let mut next = Instant::now()
+                + interval
+                    .map(|iv| iv.mul_f64(c as f64 / connections as f64))
+                    .unwrap_or_default();
             loop {
                 let now = Instant::now();
                 if now >= stop_at {
@@ -217,7 +257,12 @@ async fn main() {
                 let ok = match sender.send_request(req).await {
                     Ok(resp) => {
                         let status = resp.status();
-                        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         status == 200 && body.windows(9).any(|w| w == b"JSONPatch")
                     }
                     Err(_) => false,
@@ -253,19 +298,37 @@ async fn main() {
         Some(r) => format!("open loop at {r:.0} reviews/s"),
         None => "closed loop (as fast as answered)".to_string(),
     };
-    println!("triton-webhook benchmark: {} TLS keep-alive connections, {mode}, {} s measured after {} s warm-up", o.connections, o.seconds, o.warmup);
-    println!("  review size       {} bytes (CloneSet pod, gate injected)", bodies[0].len());
+    println!(
+        "triton-webhook benchmark: {} TLS keep-alive connections, {mode}, {} s measured after {} s warm-up",
+        o.connections, o.seconds, o.warmup
+    );
+    println!(
+        "  review size       {} bytes (CloneSet pod, gate injected)",
+        bodies[0].len()
+    );
     println!("  requests          {} ok, {} errors", hist.len(), errors);
-    println!("  throughput        {:.0} reviews/s", hist.len() as f64 / o.seconds as f64);
+    println!(
+        "  throughput        {:.0} reviews/s",
+        hist.len() as f64 / o.seconds as f64
+    );
     println!("  latency p50       {:.3} ms", ms(0.50));
     println!("  latency p90       {:.3} ms", ms(0.90));
     println!("  latency p99       {:.3} ms", ms(0.99));
     println!("  latency p99.9     {:.3} ms", ms(0.999));
     println!("  latency max       {:.3} ms", hist.max() as f64 / 1000.0);
     if o.rate.is_some() {
-        println!("  send lag p50/p99  {:.3} / {:.3} ms behind schedule", lag.value_at_quantile(0.5) as f64 / 1000.0, lag.value_at_quantile(0.99) as f64 / 1000.0);
+        println!(
+            "  send lag p50/p99  {:.3} / {:.3} ms behind schedule",
+            lag.value_at_quantile(0.5) as f64 / 1000.0,
+            lag.value_at_quantile(0.99) as f64 / 1000.0
+        );
     }
-    println!("  server RSS        {:.1} MiB idle, {:.1} MiB after load (peak {:.1} MiB)", idle.0 as f64 / 1024.0, loaded.0 as f64 / 1024.0, loaded.1 as f64 / 1024.0);
+    println!(
+        "  server RSS        {:.1} MiB idle, {:.1} MiB after load (peak {:.1} MiB)",
+        idle.0 as f64 / 1024.0,
+        loaded.0 as f64 / 1024.0,
+        loaded.1 as f64 / 1024.0
+    );
     if errors > 0 {
         std::process::exit(1);
     }

@@ -9,9 +9,9 @@
 //! * a managed pod with a bad agent annotation: allowed: false, the message names the annotation;
 //! * otherwise allowed, with a JSON Patch when something is injected.
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use k8s_openapi::api::core::v1::Pod;
 
 use crate::mutate::{AgentSettings, Decision, mutate};
 
@@ -73,7 +73,11 @@ pub fn review(body: &[u8], agent: &AgentSettings) -> Answer {
         return answer(response, Outcome::Allowed, None);
     }
     let Some(object) = request.object else {
-        return answer(response.deny("the pod CREATE review carries no object"), Outcome::Denied, Some("no object".into()));
+        return answer(
+            response.deny("the pod CREATE review carries no object"),
+            Outcome::Denied,
+            Some("no object".into()),
+        );
     };
     let pod: Pod = match object.try_parse() {
         Ok(p) => p,
@@ -103,12 +107,21 @@ fn answer(response: AdmissionResponse, outcome: Outcome, reason: Option<String>)
         // Cannot happen for these types; still answer with valid JSON.
         format!(r#"{{"error":"serializing the response failed: {e}"}}"#).into_bytes()
     });
-    Answer { status: 200, outcome, body, reason }
+    Answer {
+        status: 200,
+        outcome,
+        body,
+        reason,
+    }
 }
 
 /// An `invalid` answer (HTTP 400) for a request we cannot read.
 pub fn invalid(reason: String) -> Answer {
-    let mut answer = answer(AdmissionResponse::invalid(&reason), Outcome::Invalid, Some(reason));
+    let mut answer = answer(
+        AdmissionResponse::invalid(&reason),
+        Outcome::Invalid,
+        Some(reason),
+    );
     answer.status = 400;
     answer
 }
@@ -155,7 +168,10 @@ mod tests {
 
     #[test]
     fn managed_pod_create_is_patched_with_the_gate() {
-        let answer = review(&review_of(managed_pod(), "CREATE"), &AgentSettings::default());
+        let answer = review(
+            &review_of(managed_pod(), "CREATE"),
+            &AgentSettings::default(),
+        );
         assert_eq!((answer.status, answer.outcome), (200, Outcome::Patched));
         let resp = response(&answer);
         assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
@@ -165,12 +181,18 @@ mod tests {
         // decoder reads like a base64 string (the e2e tests check it with the real one).
         let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).expect("patch bytes");
         let patch: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(patch, json!([{"op": "add", "path": "/spec/readinessGates", "value": [{"conditionType": READY_GATE}]}]));
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/spec/readinessGates", "value": [{"conditionType": READY_GATE}]}])
+        );
     }
 
     #[test]
     fn update_is_allowed_unchanged() {
-        let answer = review(&review_of(managed_pod(), "UPDATE"), &AgentSettings::default());
+        let answer = review(
+            &review_of(managed_pod(), "UPDATE"),
+            &AgentSettings::default(),
+        );
         assert_eq!(answer.outcome, Outcome::Allowed);
         assert!(response(&answer).get("patch").is_none());
     }
@@ -183,14 +205,31 @@ mod tests {
         assert_eq!((answer.status, answer.outcome), (200, Outcome::Denied));
         let resp = response(&answer);
         assert_eq!(resp["allowed"], false);
-        assert!(resp["status"]["message"].as_str().unwrap().contains("apps.triton.io/agent"), "{resp}");
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("apps.triton.io/agent"),
+            "{resp}"
+        );
     }
 
     #[test]
     fn garbage_is_invalid_with_400_and_a_reason() {
-        for body in [&b""[..], b"{", b"null", b"[]", b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}"] {
+        for body in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[]",
+            b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
+        ] {
             let answer = review(body, &AgentSettings::default());
-            assert_eq!((answer.status, answer.outcome), (400, Outcome::Invalid), "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (answer.status, answer.outcome),
+                (400, Outcome::Invalid),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
             let resp = response(&answer);
             assert_eq!(resp["allowed"], false);
             assert!(!resp["status"]["message"].as_str().unwrap().is_empty());
@@ -201,22 +240,41 @@ mod tests {
     fn v1beta1_review_is_invalid() {
         let mut body: Value = serde_json::from_slice(&review_of(managed_pod(), "CREATE")).unwrap();
         body["apiVersion"] = json!("admission.k8s.io/v1beta1");
-        let answer = review(&serde_json::to_vec(&body).unwrap(), &AgentSettings::default());
+        let answer = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &AgentSettings::default(),
+        );
         assert_eq!(answer.outcome, Outcome::Invalid);
     }
 
     #[test]
     fn undecodable_pod_is_denied_with_a_reason() {
-        let answer = review(&review_of(json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "nope"}}), "CREATE"), &AgentSettings::default());
+        let answer = review(
+            &review_of(
+                json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "nope"}}),
+                "CREATE",
+            ),
+            &AgentSettings::default(),
+        );
         assert_eq!(answer.outcome, Outcome::Denied);
-        assert!(response(&answer)["status"]["message"].as_str().unwrap().contains("not a valid Pod"));
+        assert!(
+            response(&answer)["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a valid Pod")
+        );
     }
 
     #[test]
     fn non_pod_kind_is_allowed_unchanged() {
-        let mut body: Value = serde_json::from_slice(&review_of(json!({"metadata": {"name": "x"}}), "CREATE")).unwrap();
+        let mut body: Value =
+            serde_json::from_slice(&review_of(json!({"metadata": {"name": "x"}}), "CREATE"))
+                .unwrap();
         body["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
-        let answer = review(&serde_json::to_vec(&body).unwrap(), &AgentSettings::default());
+        let answer = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &AgentSettings::default(),
+        );
         assert_eq!(answer.outcome, Outcome::Allowed);
     }
 }

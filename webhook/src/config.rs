@@ -23,11 +23,19 @@ pub struct Args {
     pub admin_listen: OptionalAddr,
 
     /// PEM certificate chain served to the API server.
-    #[arg(long, env = "TRITON_WEBHOOK_TLS_CERT", default_value = "/etc/triton-webhook/tls/tls.crt")]
+    #[arg(
+        long,
+        env = "TRITON_WEBHOOK_TLS_CERT",
+        default_value = "/etc/triton-webhook/tls/tls.crt"
+    )]
     pub tls_cert: PathBuf,
 
     /// PEM private key of the certificate.
-    #[arg(long, env = "TRITON_WEBHOOK_TLS_KEY", default_value = "/etc/triton-webhook/tls/tls.key")]
+    #[arg(
+        long,
+        env = "TRITON_WEBHOOK_TLS_KEY",
+        default_value = "/etc/triton-webhook/tls/tls.key"
+    )]
     pub tls_key: PathBuf,
 
     /// How often the certificate files are checked for changes.
@@ -88,7 +96,10 @@ pub struct OptionalAddr(pub Option<SocketAddr>);
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s {
         "off" | "" => Ok(OptionalAddr(None)),
-        _ => s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e}: expected host:port or \"off\"")),
+        _ => s
+            .parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|e| format!("{e}: expected host:port or \"off\"")),
     }
 }
 
@@ -121,7 +132,10 @@ mod tests {
     fn defaults_parse_and_admin_can_be_switched_off() {
         let args = Args::try_parse_from(["triton-webhook"]).unwrap();
         assert_eq!(args.listen.port(), 8443);
-        assert_eq!(args.admin_listen, OptionalAddr(Some("0.0.0.0:9090".parse().unwrap())));
+        assert_eq!(
+            args.admin_listen,
+            OptionalAddr(Some("0.0.0.0:9090".parse().unwrap()))
+        );
         let args = Args::try_parse_from(["triton-webhook", "--admin-listen", "off"]).unwrap();
         assert_eq!(args.admin_listen, OptionalAddr(None));
     }

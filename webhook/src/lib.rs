@@ -27,7 +27,11 @@ pub enum Error {
     #[error("loading the serving certificate: {0}")]
     LoadCertificate(#[from] tls::TlsError),
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, #[source] source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the webhook until SIGTERM or SIGINT, then shuts down gracefully.
@@ -47,9 +51,21 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(server::serve(app.clone(), listener, Some(acceptor), stop_rx.clone(), args.shutdown_grace));
+    tasks.spawn(server::serve(
+        app.clone(),
+        listener,
+        Some(acceptor),
+        stop_rx.clone(),
+        args.shutdown_grace,
+    ));
     if let Some(admin) = admin {
-        tasks.spawn(server::serve(app.clone(), admin, None, stop_rx, args.shutdown_grace));
+        tasks.spawn(server::serve(
+            app.clone(),
+            admin,
+            None,
+            stop_rx,
+            args.shutdown_grace,
+        ));
     }
 
     shutdown_signal().await;
@@ -72,9 +88,13 @@ async fn shutdown_signal() {
 
 /// Sets up `tracing` to stdout, as JSON or text.
 pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {

@@ -34,10 +34,24 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("triton_webhook");
         let requests = Family::<Labels, Counter>::default();
         // 25 µs .. ~0.8 s
-        let latency = Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000025, 2.0, 16)));
-        registry.register("admission_requests", "AdmissionReviews answered, by outcome", requests.clone());
-        registry.register("admission_duration_seconds", "Time to answer an AdmissionReview, by outcome", latency.clone());
-        Self { registry, requests, latency }
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000025, 2.0, 16))
+        });
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered, by outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview, by outcome",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+        }
     }
 }
 
@@ -45,12 +59,15 @@ impl Metrics {
     pub fn observe(&self, outcome: Outcome, elapsed: Duration) {
         let labels = Labels { outcome };
         self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }
@@ -66,8 +83,19 @@ mod tests {
         m.observe(Outcome::Patched, Duration::from_micros(90));
         m.observe(Outcome::Invalid, Duration::from_micros(10));
         let text = m.encode();
-        assert!(text.contains(r#"triton_webhook_admission_requests_total{outcome="patched"} 2"#), "{text}");
-        assert!(text.contains(r#"triton_webhook_admission_requests_total{outcome="invalid"} 1"#), "{text}");
-        assert!(text.contains(r#"triton_webhook_admission_duration_seconds_count{outcome="patched"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"triton_webhook_admission_requests_total{outcome="patched"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"triton_webhook_admission_requests_total{outcome="invalid"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"triton_webhook_admission_duration_seconds_count{outcome="patched"} 2"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -6,12 +6,12 @@
 //! Everything is idempotent: a pod that already has what we add gets nothing twice, so the API
 //! server's reinvocation (`reinvocationPolicy: IfNeeded`) is harmless.
 
-use json_patch::{AddOperation, Patch, PatchOperation};
 use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodReadinessGate,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, Capabilities, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
+    PodReadinessGate, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
@@ -69,8 +69,15 @@ pub enum Decision {
 /// A parsed probe target of the agent annotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeTarget {
-    Http { host: String, port: u16, path: String },
-    Tcp { host: String, port: u16 },
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
 }
 
 /// Parses `http://[host]:port[/path]` or `tcp://[host]:port` (host empty means the pod itself).
@@ -80,17 +87,25 @@ pub fn parse_probe_target(value: &str) -> Result<ProbeTarget, MutateError> {
             "{why} (got {value:?}; expected http://[host]:port[/path] or tcp://[host]:port, e.g. http://:8080/healthz)"
         ))
     };
-    let (scheme, rest) = value.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    let (scheme, rest) = value
+        .split_once("://")
+        .ok_or_else(|| bad("missing scheme"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
-    let port: u16 = port.parse().map_err(|_| bad("port is not a number from 1 to 65535"))?;
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| bad("missing port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port is not a number from 1 to 65535"))?;
     if port == 0 {
         return Err(bad("port is not a number from 1 to 65535"));
     }
-    let host_ok = host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    let host_ok = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
     if !host_ok {
         return Err(bad("host has characters a host name cannot have"));
     }
@@ -101,9 +116,16 @@ pub fn parse_probe_target(value: &str) -> Result<ProbeTarget, MutateError> {
         "http" => Ok(ProbeTarget::Http {
             host: host.into(),
             port,
-            path: if path.is_empty() { "/".into() } else { path.into() },
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
         }),
-        "tcp" if path.is_empty() || path == "/" => Ok(ProbeTarget::Tcp { host: host.into(), port }),
+        "tcp" if path.is_empty() || path == "/" => Ok(ProbeTarget::Tcp {
+            host: host.into(),
+            port,
+        }),
         "tcp" => Err(bad("a tcp target has no path")),
         _ => Err(bad("scheme must be http or tcp")),
     }
@@ -135,7 +157,9 @@ pub fn mutate(pod: &Pod, agent: &AgentSettings) -> Result<Decision, MutateError>
 
     let gates = spec.readiness_gates.as_deref().unwrap_or_default();
     if !gates.iter().any(|g| g.condition_type == READY_GATE) {
-        let gate = to_value(PodReadinessGate { condition_type: READY_GATE.into() });
+        let gate = to_value(PodReadinessGate {
+            condition_type: READY_GATE.into(),
+        });
         if spec.readiness_gates.is_none() {
             ops.push(add(&["spec", "readinessGates"], Value::Array(vec![gate])));
         } else {
@@ -143,11 +167,18 @@ pub fn mutate(pod: &Pod, agent: &AgentSettings) -> Result<Decision, MutateError>
         }
     }
 
-    let annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(AGENT_ANNOTATION));
+    let annotation = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AGENT_ANNOTATION));
     if let Some(target) = annotation {
         parse_probe_target(target)?;
         if !spec.containers.iter().any(|c| c.name == AGENT_CONTAINER) {
-            ops.push(add(&["spec", "containers", "-"], to_value(agent_container(agent, target))));
+            ops.push(add(
+                &["spec", "containers", "-"],
+                to_value(agent_container(agent, target)),
+            ));
         }
         let volumes = spec.volumes.as_deref().unwrap_or_default();
         if !volumes.iter().any(|v| v.name == AGENT_TOKEN_VOLUME) {
@@ -160,11 +191,18 @@ pub fn mutate(pod: &Pod, agent: &AgentSettings) -> Result<Decision, MutateError>
         }
     }
 
-    Ok(if ops.is_empty() { Decision::UpToDate } else { Decision::Patch(Patch(ops)) })
+    Ok(if ops.is_empty() {
+        Decision::UpToDate
+    } else {
+        Decision::Patch(Patch(ops))
+    })
 }
 
 fn add(path: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(path.iter().copied()), value })
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Value {
@@ -175,7 +213,10 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: field_path.into(), api_version: None }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.into(),
+                api_version: None,
+            }),
             ..Default::default()
         }),
         value: None,
@@ -183,13 +224,21 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
 }
 
 fn plain_env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 /// The readiness-agent sidecar.
 pub fn agent_container(agent: &AgentSettings, target: &str) -> Container {
     let quantities = |cpu: &str, mem: &str| {
-        [("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))].into()
+        [
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(mem.into())),
+        ]
+        .into()
     };
     Container {
         name: AGENT_CONTAINER.into(),
@@ -200,7 +249,10 @@ pub fn agent_container(agent: &AgentSettings, target: &str) -> Container {
             field_env("POD_UID", "metadata.uid"),
             plain_env("TRITON_AGENT_PROBE", target),
             plain_env("TRITON_AGENT_CONTROLLER", &agent.controller_address),
-            plain_env("TRITON_AGENT_TOKEN_FILE", &format!("{AGENT_TOKEN_DIR}/token")),
+            plain_env(
+                "TRITON_AGENT_TOKEN_FILE",
+                &format!("{AGENT_TOKEN_DIR}/token"),
+            ),
             plain_env("TRITON_AGENT_LISTEN", &format!("0.0.0.0:{}", agent.port)),
         ]),
         ports: Some(vec![ContainerPort {
@@ -225,7 +277,10 @@ pub fn agent_container(agent: &AgentSettings, target: &str) -> Container {
             run_as_user: Some(65532),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -277,12 +332,22 @@ mod tests {
         }
         fn set(mut self, pointer: &str, value: Value) -> Self {
             let (parent, key) = pointer.rsplit_once('/').unwrap();
-            self.0.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(key.into(), value);
+            self.0
+                .pointer_mut(parent)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert(key.into(), value);
             self
         }
         fn remove(mut self, pointer: &str) -> Self {
             let (parent, key) = pointer.rsplit_once('/').unwrap();
-            self.0.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            self.0
+                .pointer_mut(parent)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove(key);
             self
         }
         fn agent(self, target: &str) -> Self {
@@ -303,7 +368,14 @@ mod tests {
     }
 
     fn gates(pod: &Pod) -> Vec<String> {
-        pod.spec.as_ref().unwrap().readiness_gates.iter().flatten().map(|g| g.condition_type.clone()).collect()
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .readiness_gates
+            .iter()
+            .flatten()
+            .map(|g| g.condition_type.clone())
+            .collect()
     }
 
     #[test]
@@ -324,7 +396,10 @@ mod tests {
             "/spec/readinessGates",
             json!([{"conditionType": "InPlaceUpdateReady"}, {"conditionType": "KruisePodReady"}]),
         );
-        assert_eq!(gates(&admit(&fixture)), vec!["InPlaceUpdateReady", "KruisePodReady", READY_GATE]);
+        assert_eq!(
+            gates(&admit(&fixture)),
+            vec!["InPlaceUpdateReady", "KruisePodReady", READY_GATE]
+        );
     }
 
     #[test]
@@ -337,13 +412,19 @@ mod tests {
     #[test]
     fn unlabelled_pod_is_not_touched() {
         let fixture = PodFixture::cloneset_pod().remove("/metadata/labels/managed-by");
-        assert_eq!(mutate(&fixture.pod(), &AgentSettings::default()).unwrap(), Decision::NotManaged);
+        assert_eq!(
+            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
+            Decision::NotManaged
+        );
     }
 
     #[test]
     fn pod_with_other_managed_by_value_is_not_touched() {
         let fixture = PodFixture::cloneset_pod().set("/metadata/labels/managed-by", json!("helm"));
-        assert_eq!(mutate(&fixture.pod(), &AgentSettings::default()).unwrap(), Decision::NotManaged);
+        assert_eq!(
+            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
+            Decision::NotManaged
+        );
     }
 
     #[test]
@@ -353,8 +434,13 @@ mod tests {
             json!([{"apiVersion": "example.com/v1", "kind": "CloneSet", "name": "x", "uid": "1"}]),
             json!([]),
         ] {
-            let fixture = PodFixture::cloneset_pod().set("/metadata/ownerReferences", owner.clone());
-            assert_eq!(mutate(&fixture.pod(), &AgentSettings::default()).unwrap(), Decision::NotManaged, "{owner}");
+            let fixture =
+                PodFixture::cloneset_pod().set("/metadata/ownerReferences", owner.clone());
+            assert_eq!(
+                mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
+                Decision::NotManaged,
+                "{owner}"
+            );
         }
     }
 
@@ -364,7 +450,10 @@ mod tests {
             "/metadata/ownerReferences",
             json!([{"apiVersion": "apps.kruise.io/v1beta1", "kind": "CloneSet", "name": "x", "uid": "1"}]),
         );
-        assert_eq!(gates(&admit(&fixture)), vec!["InPlaceUpdateReady", READY_GATE]);
+        assert_eq!(
+            gates(&admit(&fixture)),
+            vec!["InPlaceUpdateReady", READY_GATE]
+        );
     }
 
     #[test]
@@ -372,27 +461,61 @@ mod tests {
         let pod = admit(&PodFixture::cloneset_pod().agent("http://:8080/healthz"));
         let spec = pod.spec.unwrap();
         assert_eq!(spec.containers.len(), 2);
-        let agent = spec.containers.iter().find(|c| c.name == AGENT_CONTAINER).expect("agent container");
+        let agent = spec
+            .containers
+            .iter()
+            .find(|c| c.name == AGENT_CONTAINER)
+            .expect("agent container");
         let env: Vec<(String, Option<String>, Option<String>)> = agent
             .env
             .iter()
             .flatten()
             .map(|e| {
-                let field = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.clone());
+                let field = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.clone());
                 (e.name.clone(), e.value.clone(), field)
             })
             .collect();
         assert!(env.contains(&("POD_NAME".into(), None, Some("metadata.name".into()))));
-        assert!(env.contains(&("POD_NAMESPACE".into(), None, Some("metadata.namespace".into()))));
+        assert!(env.contains(&(
+            "POD_NAMESPACE".into(),
+            None,
+            Some("metadata.namespace".into())
+        )));
         assert!(env.contains(&("POD_UID".into(), None, Some("metadata.uid".into()))));
-        assert!(env.contains(&("TRITON_AGENT_PROBE".into(), Some("http://:8080/healthz".into()), None)));
+        assert!(env.contains(&(
+            "TRITON_AGENT_PROBE".into(),
+            Some("http://:8080/healthz".into()),
+            None
+        )));
         let mount = &agent.volume_mounts.as_ref().unwrap()[0];
-        assert_eq!((mount.name.as_str(), mount.mount_path.as_str(), mount.read_only), (AGENT_TOKEN_VOLUME, AGENT_TOKEN_DIR, Some(true)));
+        assert_eq!(
+            (
+                mount.name.as_str(),
+                mount.mount_path.as_str(),
+                mount.read_only
+            ),
+            (AGENT_TOKEN_VOLUME, AGENT_TOKEN_DIR, Some(true))
+        );
         let resources = agent.resources.as_ref().unwrap();
-        assert_eq!(resources.limits.as_ref().unwrap()["memory"], Quantity("32Mi".into()));
+        assert_eq!(
+            resources.limits.as_ref().unwrap()["memory"],
+            Quantity("32Mi".into())
+        );
 
-        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == AGENT_TOKEN_VOLUME).expect("token volume");
-        let token = volume.projected.unwrap().sources.unwrap()[0].service_account_token.clone().unwrap();
+        let volume = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == AGENT_TOKEN_VOLUME)
+            .expect("token volume");
+        let token = volume.projected.unwrap().sources.unwrap()[0]
+            .service_account_token
+            .clone()
+            .unwrap();
         assert_eq!(token.audience.as_deref(), Some(AGENT_AUDIENCE));
         assert_eq!(token.path, "token");
     }
@@ -402,22 +525,47 @@ mod tests {
         let fixture = PodFixture::cloneset_pod()
             .agent("tcp://:5432")
             .set("/spec/volumes", json!([{"name": "data", "emptyDir": {}}]));
-        let names: Vec<String> = admit(&fixture).spec.unwrap().volumes.unwrap().into_iter().map(|v| v.name).collect();
+        let names: Vec<String> = admit(&fixture)
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
         assert_eq!(names, vec!["data", AGENT_TOKEN_VOLUME]);
     }
 
     #[test]
     fn agent_annotation_on_unmanaged_pod_is_ignored() {
-        let fixture = PodFixture::cloneset_pod().agent("nonsense").remove("/metadata/labels/managed-by");
-        assert_eq!(mutate(&fixture.pod(), &AgentSettings::default()).unwrap(), Decision::NotManaged);
+        let fixture = PodFixture::cloneset_pod()
+            .agent("nonsense")
+            .remove("/metadata/labels/managed-by");
+        assert_eq!(
+            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
+            Decision::NotManaged
+        );
     }
 
     #[test]
     fn bad_agent_annotation_is_refused_naming_the_annotation() {
-        for bad in ["", "8080", "ftp://:21", "http://:notaport/", "http://:0/", "http://:70000/", "tcp://:5432/path", "http://a b:80/"] {
+        for bad in [
+            "",
+            "8080",
+            "ftp://:21",
+            "http://:notaport/",
+            "http://:0/",
+            "http://:70000/",
+            "tcp://:5432/path",
+            "http://a b:80/",
+        ] {
             let fixture = PodFixture::cloneset_pod().agent(bad);
             let err = mutate(&fixture.pod(), &AgentSettings::default()).unwrap_err();
-            assert!(err.to_string().starts_with(&format!("annotation {AGENT_ANNOTATION}:")), "{bad:?}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("annotation {AGENT_ANNOTATION}:")),
+                "{bad:?}: {err}"
+            );
         }
     }
 
@@ -425,12 +573,26 @@ mod tests {
     fn probe_targets_parse() {
         assert_eq!(
             parse_probe_target("http://:8080/healthz"),
-            Ok(ProbeTarget::Http { host: "".into(), port: 8080, path: "/healthz".into() })
+            Ok(ProbeTarget::Http {
+                host: "".into(),
+                port: 8080,
+                path: "/healthz".into()
+            })
         );
         assert_eq!(
             parse_probe_target("http://localhost:80"),
-            Ok(ProbeTarget::Http { host: "localhost".into(), port: 80, path: "/".into() })
+            Ok(ProbeTarget::Http {
+                host: "localhost".into(),
+                port: 80,
+                path: "/".into()
+            })
         );
-        assert_eq!(parse_probe_target("tcp://:5432"), Ok(ProbeTarget::Tcp { host: "".into(), port: 5432 }));
+        assert_eq!(
+            parse_probe_target("tcp://:5432"),
+            Ok(ProbeTarget::Tcp {
+                host: "".into(),
+                port: 5432
+            })
+        );
     }
 }

@@ -35,7 +35,12 @@ pub struct App {
 
 impl App {
     pub fn new(agent: AgentSettings, max_body_bytes: usize) -> Arc<Self> {
-        Arc::new(Self { agent, metrics: Metrics::default(), max_body_bytes, draining: AtomicBool::new(false) })
+        Arc::new(Self {
+            agent,
+            metrics: Metrics::default(),
+            max_body_bytes,
+            draining: AtomicBool::new(false),
+        })
     }
 
     pub fn start_draining(&self) {
@@ -43,19 +48,31 @@ impl App {
     }
 
     /// Routes one request. `admin` listeners serve only health and metrics.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, admin: bool) -> Response<Full<Bytes>> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        admin: bool,
+    ) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-            (&Method::GET, "/readyz") if self.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            (&Method::GET, "/readyz") if self.draining.load(Ordering::SeqCst) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            }
             (&Method::GET, "/readyz") => text(StatusCode::OK, "ok"),
             (&Method::GET, "/metrics") => {
                 let mut r = text(StatusCode::OK, &self.metrics.encode());
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
                 r
             }
             (&Method::POST, MUTATE_PATH) if !admin => self.mutate(req).await,
-            (_, MUTATE_PATH) if !admin => text(StatusCode::METHOD_NOT_ALLOWED, "use POST with an AdmissionReview"),
+            (_, MUTATE_PATH) if !admin => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST with an AdmissionReview",
+            ),
             _ => text(StatusCode::NOT_FOUND, &format!("no such path: {path}")),
         }
     }
@@ -72,10 +89,16 @@ impl App {
             a.status = StatusCode::UNSUPPORTED_MEDIA_TYPE.as_u16();
             a
         } else {
-            match Limited::new(req.into_body(), self.max_body_bytes).collect().await {
+            match Limited::new(req.into_body(), self.max_body_bytes)
+                .collect()
+                .await
+            {
                 Ok(body) => admission::review(&body.to_bytes(), &self.agent),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    let mut a = admission::invalid(format!("body larger than {} bytes", self.max_body_bytes));
+                    let mut a = admission::invalid(format!(
+                        "body larger than {} bytes",
+                        self.max_body_bytes
+                    ));
                     a.status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
                     a
                 }
@@ -85,13 +108,22 @@ impl App {
         let elapsed = start.elapsed();
         self.metrics.observe(answer.outcome, elapsed);
         match (&answer.reason, answer.outcome) {
-            (Some(reason), Outcome::Invalid) => tracing::warn!(outcome = answer.outcome.as_str(), %reason, "malformed admission request"),
-            (Some(reason), _) => tracing::info!(outcome = answer.outcome.as_str(), %reason, "pod refused"),
-            (None, _) => tracing::debug!(outcome = answer.outcome.as_str(), micros = elapsed.as_micros() as u64, "reviewed"),
+            (Some(reason), Outcome::Invalid) => {
+                tracing::warn!(outcome = answer.outcome.as_str(), %reason, "malformed admission request")
+            }
+            (Some(reason), _) => {
+                tracing::info!(outcome = answer.outcome.as_str(), %reason, "pod refused")
+            }
+            (None, _) => tracing::debug!(
+                outcome = answer.outcome.as_str(),
+                micros = elapsed.as_micros() as u64,
+                "reviewed"
+            ),
         }
         let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
         *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST);
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }
@@ -99,7 +131,10 @@ impl App {
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -141,7 +176,9 @@ pub async fn serve(
                 tokio::spawn(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .into_owned();
                             if let Err(error) = watcher.watch(conn).await {
                                 tracing::debug!(%peer, %error, "connection ended with an error");
                             }
@@ -152,7 +189,9 @@ pub async fn serve(
                 });
             }
             None => {
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .into_owned();
                 let watched = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = watched.await;
@@ -169,5 +208,7 @@ pub async fn serve(
 
 /// Binds `addr`, naming it in the error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
-    TcpListener::bind(addr).await.map_err(|source| crate::Error::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::Error::Bind { addr, source })
 }

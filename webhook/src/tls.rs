@@ -14,15 +14,32 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("{path}: not a PEM private key: {source}")]
-    BadKey { path: PathBuf, #[source] source: rustls::pki_types::pem::Error },
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{path}: bad PEM certificate: {source}")]
-    BadCertificate { path: PathBuf, #[source] source: rustls::pki_types::pem::Error },
+    BadCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the key in {key} does not fit the certificate in {cert}: {source}")]
-    Mismatch { cert: PathBuf, key: PathBuf, #[source] source: rustls::Error },
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 /// A certificate resolver that serves the latest valid pair found at two paths.
@@ -43,7 +60,11 @@ struct Loaded {
 
 impl ReloadingCert {
     /// Loads the pair; fails (before anything listens) when it is missing or invalid.
-    pub fn load(cert_path: &Path, key_path: &Path, provider: Arc<CryptoProvider>) -> Result<Arc<Self>, TlsError> {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<Self>, TlsError> {
         let raw = read_pair(cert_path, key_path)?;
         let key = build(cert_path, key_path, &raw, &provider)?;
         Ok(Arc::new(Self {
@@ -75,9 +96,13 @@ impl ReloadingCert {
             loop {
                 tick.tick().await;
                 match this.reload() {
-                    Ok(true) => tracing::info!(cert = %this.cert_path.display(), "serving certificate reloaded"),
+                    Ok(true) => {
+                        tracing::info!(cert = %this.cert_path.display(), "serving certificate reloaded")
+                    }
                     Ok(false) => {}
-                    Err(error) => tracing::warn!(%error, "serving certificate not reloaded; keeping the previous one"),
+                    Err(error) => {
+                        tracing::warn!(%error, "serving certificate not reloaded; keeping the previous one")
+                    }
                 }
             }
         })
@@ -102,19 +127,41 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.into(), source });
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.into(),
+            source,
+        })
+    };
     Ok((read(cert)?, read(key)?))
 }
 
-fn build(cert_path: &Path, key_path: &Path, raw: &(Vec<u8>, Vec<u8>), provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+fn build(
+    cert_path: &Path,
+    key_path: &Path,
+    raw: &(Vec<u8>, Vec<u8>),
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(&raw.0)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::BadCertificate { path: cert_path.into(), source })?;
+        .map_err(|source| TlsError::BadCertificate {
+            path: cert_path.into(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert_path.into() });
+        return Err(TlsError::NoCertificate {
+            path: cert_path.into(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(&raw.1).map_err(|source| TlsError::BadKey { path: key_path.into(), source })?;
-    let certified = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|source| TlsError::Mismatch { cert: cert_path.into(), key: key_path.into(), source })?;
+    let key = PrivateKeyDer::from_pem_slice(&raw.1).map_err(|source| TlsError::BadKey {
+        path: key_path.into(),
+        source,
+    })?;
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Mismatch {
+            cert: cert_path.into(),
+            key: key_path.into(),
+            source,
+        })?;
     Ok(Arc::new(certified))
 }

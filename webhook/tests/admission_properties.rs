@@ -12,16 +12,31 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,20}".prop_map(Value::String),
-        prop_oneof![Just("CREATE"), Just("Pod"), Just("v1"), Just("managed-by"), Just("triton-io"), Just("apps.kruise.io/v1alpha1"), Just("CloneSet")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("CREATE"),
+            Just("Pod"),
+            Just("v1"),
+            Just("managed-by"),
+            Just("triton-io"),
+            Just("apps.kruise.io/v1alpha1"),
+            Just("CloneSet")
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop_oneof![".{0,8}".boxed(), Just("metadata".to_string()).boxed(), Just("spec".to_string()).boxed(), Just("labels".to_string()).boxed()],
+                prop_oneof![
+                    ".{0,8}".boxed(),
+                    Just("metadata".to_string()).boxed(),
+                    Just("spec".to_string()).boxed(),
+                    Just("labels".to_string()).boxed()
+                ],
                 inner,
                 0..6
             )
@@ -71,17 +86,26 @@ fn pointers(v: &Value, prefix: String, out: &mut Vec<String>) {
 
 fn assert_well_formed(body: &[u8]) {
     let answer = review(body, &AgentSettings::default());
-    assert!(answer.status == 200 || (400..500).contains(&answer.status), "status {}", answer.status);
+    assert!(
+        answer.status == 200 || (400..500).contains(&answer.status),
+        "status {}",
+        answer.status
+    );
     let v: Value = serde_json::from_slice(&answer.body).expect("the answer is JSON");
     assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(v["kind"], "AdmissionReview");
-    assert!(v["response"]["allowed"].is_boolean(), "response.allowed is a bool: {v}");
+    assert!(
+        v["response"]["allowed"].is_boolean(),
+        "response.allowed is a bool: {v}"
+    );
     if answer.status != 200 {
         assert_eq!(answer.outcome, Outcome::Invalid);
         assert_eq!(v["response"]["allowed"], false);
     }
     if v["response"]["allowed"] == false {
-        let msg = v["response"]["status"]["message"].as_str().unwrap_or_default();
+        let msg = v["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
         assert!(!msg.is_empty(), "a refusal says why: {v}");
     }
 }
@@ -128,7 +152,10 @@ proptest! {
 #[test]
 fn the_valid_review_is_patched_and_its_patch_is_idempotent() {
     let doc = valid_review();
-    let answer = review(&serde_json::to_vec(&doc).unwrap(), &AgentSettings::default());
+    let answer = review(
+        &serde_json::to_vec(&doc).unwrap(),
+        &AgentSettings::default(),
+    );
     assert_eq!(answer.outcome, Outcome::Patched);
     let v: Value = serde_json::from_slice(&answer.body).unwrap();
     let bytes: Vec<u8> = serde_json::from_value(v["response"]["patch"].clone()).unwrap();
@@ -138,6 +165,13 @@ fn the_valid_review_is_patched_and_its_patch_is_idempotent() {
 
     let mut again = doc.clone();
     again["request"]["object"] = pod;
-    let answer = review(&serde_json::to_vec(&again).unwrap(), &AgentSettings::default());
-    assert_eq!(answer.outcome, Outcome::Allowed, "reinvocation on the patched pod adds nothing");
+    let answer = review(
+        &serde_json::to_vec(&again).unwrap(),
+        &AgentSettings::default(),
+    );
+    assert_eq!(
+        answer.outcome,
+        Outcome::Allowed,
+        "reinvocation on the patched pod adds nothing"
+    );
 }

@@ -27,7 +27,10 @@ struct Fixture {
 
 fn write_leaf(dir: &Path, ca: &CertifiedIssuer<'static, KeyPair>) -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, ca).unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
     for (name, contents) in [("tls.key", key.serialize_pem()), ("tls.crt", cert.pem())] {
         let tmp = dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, contents).unwrap();
@@ -37,7 +40,11 @@ fn write_leaf(dir: &Path, ca: &CertifiedIssuer<'static, KeyPair>) -> Vec<u8> {
 }
 
 async fn start() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("triton-webhook-serving-{}-{:?}", std::process::id(), Instant::now()));
+    let dir = std::env::temp_dir().join(format!(
+        "triton-webhook-serving-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -51,24 +58,43 @@ async fn start() -> Fixture {
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stop_rx) = watch::channel(false);
     let app = App::new(AgentSettings::default(), 4096);
-    let server = tokio::spawn(serve(app, listener, Some(acceptor), stop_rx, Duration::from_secs(2)));
-    Fixture { addr, ca_pem: ca.pem(), ca, dir, stop, server }
+    let server = tokio::spawn(serve(
+        app,
+        listener,
+        Some(acceptor),
+        stop_rx,
+        Duration::from_secs(2),
+    ));
+    Fixture {
+        addr,
+        ca_pem: ca.pem(),
+        ca,
+        dir,
+        stop,
+        server,
+    }
 }
 
 async fn served(f: &Fixture) -> Vec<u8> {
     let stream = f.tls().await;
-    stream.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
 }
 
 impl Fixture {
     async fn tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap()).unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
@@ -76,8 +102,17 @@ impl Fixture {
             .unwrap()
     }
 
-    async fn request(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(self.tls().await)).await.unwrap();
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(self.tls().await))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         let req = hyper::Request::builder()
             .method(method)
@@ -116,18 +151,50 @@ async fn routes_answer_with_the_right_status_codes_and_metrics_count_them() {
     let (status, body) = f.request("POST", "/mutate-pods", json, pod_review()).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("JSONPatch"), "{body}");
-    assert_eq!(f.request("POST", "/mutate-pods", json, b"{not json".to_vec()).await.0, 400);
-    assert_eq!(f.request("POST", "/mutate-pods", "text/plain", pod_review()).await.0, 415);
-    assert_eq!(f.request("POST", "/mutate-pods", json, vec![b' '; 10_000]).await.0, 413);
+    assert_eq!(
+        f.request("POST", "/mutate-pods", json, b"{not json".to_vec())
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        f.request("POST", "/mutate-pods", "text/plain", pod_review())
+            .await
+            .0,
+        415
+    );
+    assert_eq!(
+        f.request("POST", "/mutate-pods", json, vec![b' '; 10_000])
+            .await
+            .0,
+        413
+    );
     assert_eq!(f.request("GET", "/mutate-pods", json, vec![]).await.0, 405);
     assert_eq!(f.request("GET", "/nowhere", json, vec![]).await.0, 404);
-    assert_eq!(f.request("GET", "/healthz", json, vec![]).await, (200, "ok".to_string()));
-    assert_eq!(f.request("GET", "/readyz", json, vec![]).await, (200, "ok".to_string()));
+    assert_eq!(
+        f.request("GET", "/healthz", json, vec![]).await,
+        (200, "ok".to_string())
+    );
+    assert_eq!(
+        f.request("GET", "/readyz", json, vec![]).await,
+        (200, "ok".to_string())
+    );
     let (_, metrics) = f.request("GET", "/metrics", json, vec![]).await;
-    assert!(metrics.contains(r#"triton_webhook_admission_requests_total{outcome="patched"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"triton_webhook_admission_requests_total{outcome="invalid"} 3"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"triton_webhook_admission_requests_total{outcome="patched"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"triton_webhook_admission_requests_total{outcome="invalid"} 3"#),
+        "{metrics}"
+    );
     // The server is still serving after all that.
-    assert_eq!(f.request("POST", "/mutate-pods", json, pod_review()).await.0, 200);
+    assert_eq!(
+        f.request("POST", "/mutate-pods", json, pod_review())
+            .await
+            .0,
+        200
+    );
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 
@@ -142,7 +209,10 @@ async fn rewritten_certificate_files_are_served_to_new_connections() {
         if served(&f).await == new {
             break;
         }
-        assert!(Instant::now() < deadline, "the rewritten certificate was not served within 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "the rewritten certificate was not served within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A broken file is ignored: the last good certificate stays.
@@ -155,9 +225,18 @@ async fn rewritten_certificate_files_are_served_to_new_connections() {
 #[tokio::test]
 async fn shutdown_stops_accepting_and_returns() {
     let f = start().await;
-    assert_eq!(f.request("GET", "/healthz", "text/plain", vec![]).await.0, 200);
+    assert_eq!(
+        f.request("GET", "/healthz", "text/plain", vec![]).await.0,
+        200
+    );
     f.stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), f.server).await.expect("serve returns after shutdown").unwrap();
-    assert!(tokio::net::TcpStream::connect(&f.addr).await.is_err(), "the listener is closed");
+    tokio::time::timeout(Duration::from_secs(5), f.server)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(&f.addr).await.is_err(),
+        "the listener is closed"
+    );
     let _ = std::fs::remove_dir_all(&f.dir);
 }

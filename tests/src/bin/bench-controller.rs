@@ -20,16 +20,29 @@ use triton_e2e::*;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn controller_proc() -> Option<(u64, f64)> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmdline);
-        if cmd.contains("triton-controller") && cmd.contains("--admin-listen") && !cmd.starts_with("/bin/sh") {
+        if cmd.contains("triton-controller")
+            && cmd.contains("--admin-listen")
+            && !cmd.starts_with("/bin/sh")
+        {
             let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+            let hwm = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
             let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
@@ -63,14 +76,18 @@ async fn wait_status(df: &Flow, pred: impl Fn(&Value) -> bool) -> Instant {
 }
 
 fn batch_is(s: &Value, batch: i64, phase: &str) -> bool {
-    let cur = s["conditions"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+    let cur = s["conditions"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default();
     cur["batch"] == batch && cur["phase"] == phase
 }
 
 #[tokio::main]
 async fn main() {
     let client = client().await;
-    let samples = arg("--reaction-samples", 30);
+    let samples = arg("--reaction-samples", 50);
     let concurrent = arg("--concurrent", 100);
 
     // (1) Reaction time.
@@ -78,16 +95,50 @@ async fn main() {
     let mut flows = Vec::new();
     for i in 0..samples {
         let name = format!("r{i}");
-        flows.push(Flow::create(&client, &ns, flow(&name, &name, "create", 2, "nginx", json!({"batchSize": 1, "canary": 1, "mode": "auto"}))).await);
+        flows.push(
+            Flow::create(
+                &client,
+                &ns,
+                flow(
+                    &name,
+                    &name,
+                    "create",
+                    2,
+                    "nginx",
+                    json!({"batchSize": 1, "canary": 1, "mode": "auto"}),
+                ),
+            )
+            .await,
+        );
     }
     for df in &flows {
         df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
     }
     let mut reaction = Vec::new();
     for df in &flows {
+        // Watch first (initial list done), then patch, then time until the controller's write.
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", df.name));
+        let mut events = watcher(df.api.clone(), cfg).boxed();
+        loop {
+            match events.next().await {
+                Some(Ok(watcher::Event::InitDone)) => break,
+                Some(Ok(_)) => {}
+                other => panic!("watching {}: {other:?}", df.name),
+            }
+        }
         let t0 = Instant::now();
-        df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
-        let t1 = wait_status(df, |s| !s["conditions"][0]["pulledInAt"].is_null()).await;
+        df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
+            .await;
+        let t1 = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
+                .await
+                .expect("the controller to react");
+            if let Some(Ok(watcher::Event::Apply(obj))) = ev
+                && !obj.data["status"]["conditions"][0]["pulledInAt"].is_null()
+            {
+                break Instant::now();
+            }
+        };
         reaction.push((t1 - t0).as_secs_f64() * 1000.0);
     }
     reaction.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -99,11 +150,14 @@ async fn main() {
     let start = Instant::now();
     let df = Flow::create(&client, &ns, t).await;
     wait_status(&df, |s| batch_is(s, 1, "Smoked")).await;
-    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
+        .await;
     wait_status(&df, |s| batch_is(s, 1, "Baking")).await;
-    df.patch_strategy("updateStrategy", json!({"stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"stage": "Baked"}))
+        .await;
     wait_status(&df, |s| batch_is(s, 2, "Pending")).await;
-    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"}))
+        .await;
     wait_status(&df, |s| s["phase"] == "Success").await;
     let tutorial_wall = start.elapsed();
 
@@ -115,35 +169,79 @@ async fn main() {
         let (client, ns) = (client.clone(), ns.clone());
         async move {
             let name = format!("c{i}");
-            Flow::create(&client, &ns, flow(&name, &name, "create", 3, "nginx", json!({"batchSize": 1, "mode": "auto"}))).await
+            Flow::create(
+                &client,
+                &ns,
+                flow(
+                    &name,
+                    &name,
+                    "create",
+                    3,
+                    "nginx",
+                    json!({"batchSize": 1, "mode": "auto"}),
+                ),
+            )
+            .await
         }
     });
     let flows: Vec<Flow> = futures::future::join_all(creates).await;
     let api = dynamic_api(&client, &ns, "apps.triton.io", "v1alpha1", "DeployFlow");
-    let (succeeded, other) = eventually(&format!("{concurrent} DeployFlows finished"), Duration::from_secs(600), || async {
-        let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-        let phases: Vec<String> = list.items.iter().map(|d: &DynamicObject| d.data["status"]["phase"].as_str().unwrap_or("").to_string()).collect();
-        let done = phases.iter().filter(|p| ["Success", "Failed", "Canceled", "Aborted"].contains(&p.as_str())).count();
-        if done == flows.len() {
-            let ok = phases.iter().filter(|p| *p == "Success").count();
-            Ok((ok, done - ok))
-        } else {
-            Err(format!("{done}/{} finished", flows.len()))
-        }
-    })
+    let (succeeded, other) = eventually(
+        &format!("{concurrent} DeployFlows finished"),
+        Duration::from_secs(600),
+        || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let phases: Vec<String> = list
+                .items
+                .iter()
+                .map(|d: &DynamicObject| {
+                    d.data["status"]["phase"].as_str().unwrap_or("").to_string()
+                })
+                .collect();
+            let done = phases
+                .iter()
+                .filter(|p| ["Success", "Failed", "Canceled", "Aborted"].contains(&p.as_str()))
+                .count();
+            if done == flows.len() {
+                let ok = phases.iter().filter(|p| *p == "Success").count();
+                Ok((ok, done - ok))
+            } else {
+                Err(format!("{done}/{} finished", flows.len()))
+            }
+        },
+    )
     .await;
     let total = start.elapsed();
     let after = controller_proc();
 
-    println!("triton-controller benchmark (local control plane, 2 cores shared by every component)");
-    println!("  reaction, Next patch -> pull-in recorded ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        reaction.len(), pct(&reaction, 0.5), pct(&reaction, 0.99), reaction.last().unwrap());
-    println!("  tutorial release, intervals 0, Next sent as each state is reached: {:.2} s", tutorial_wall.as_secs_f64());
-    println!("  {concurrent} concurrent DeployFlows x 3 replicas (auto, batches of 1): {:.1} s total, {succeeded} Success, {other} not", total.as_secs_f64());
+    println!(
+        "triton-controller benchmark (local control plane, 2 cores shared by every component)"
+    );
+    println!(
+        "  reaction, Next patch -> pull-in recorded ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        reaction.len(),
+        pct(&reaction, 0.5),
+        pct(&reaction, 0.99),
+        reaction.last().unwrap()
+    );
+    println!(
+        "  tutorial release, intervals 0, Next sent as each state is reached: {:.2} s",
+        tutorial_wall.as_secs_f64()
+    );
+    println!(
+        "  {concurrent} concurrent DeployFlows x 3 replicas (auto, batches of 1): {:.1} s total, {succeeded} Success, {other} not",
+        total.as_secs_f64()
+    );
     match (before, after) {
         (Some((_, cpu0)), Some((hwm, cpu1))) => println!(
             "  triton-controller: peak RSS {:.1} MiB, CPU {:.1} s during the concurrent run ({:.1} s since start)",
-            hwm as f64 / 1024.0, cpu1 - cpu0, cpu1),
+            hwm as f64 / 1024.0,
+            cpu1 - cpu0,
+            cpu1
+        ),
         _ => println!("  triton-controller process not found in /proc"),
     }
     if other > 0 {
