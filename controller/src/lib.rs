@@ -9,6 +9,7 @@
 pub mod crd;
 pub mod crdgen;
 pub mod gates;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
@@ -58,9 +59,21 @@ pub struct Args {
         default_value = "triton-controller"
     )]
     pub name: String,
-    /// This replica's name, reported on Events.
+    /// This replica's name, reported on Events and used as its leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Reconcile only while holding the Lease `triton-controller` (one leader among replicas).
+    #[arg(long, env = "TRITON_CONTROLLER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "triton-system")]
+    pub leader_election_namespace: String,
+    /// How long a leader's Lease is valid without renewal.
+    #[arg(long, env = "TRITON_CONTROLLER_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: std::time::Duration,
+    /// How often the leader renews (and a candidate retries).
+    #[arg(long, env = "TRITON_CONTROLLER_LEASE_RENEW", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_renew: std::time::Duration,
 }
 
 fn managed() -> watcher::Config {
@@ -206,9 +219,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::spawn(admin(args.admin_listen, ready, ctx.clone()));
     tracing::info!(admin = %args.admin_listen, "triton-controller running");
-    tokio::join!(df_controller, gate_controller);
-    tracing::info!("stopped");
-    Ok(())
+    if !args.leader_elect {
+        tokio::join!(df_controller, gate_controller);
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    let election = leader::Election {
+        namespace: args.leader_election_namespace.clone(),
+        name: "triton-controller".into(),
+        identity: args.pod_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        }),
+        lease_duration: args.lease_duration,
+        renew_every: args.lease_renew,
+    };
+    election.acquire(&client).await;
+    tokio::select! {
+        _ = async { tokio::join!(df_controller, gate_controller) } => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        _ = election.hold(&client) => anyhow::bail!("lost leadership; exiting so that a single leader reconciles"),
+    }
 }
 
 async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
