@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 #[derive(Clone, Debug)]
@@ -32,19 +32,32 @@ pub enum Decision {
     Wait { holder: String },
 }
 
-pub fn decide(lease: Option<&Lease>, me: &str, now: Timestamp, default_duration: Duration) -> Decision {
-    let Some(lease) = lease else { return Decision::Create };
+pub fn decide(
+    lease: Option<&Lease>,
+    me: &str,
+    now: Timestamp,
+    default_duration: Duration,
+) -> Decision {
+    let Some(lease) = lease else {
+        return Decision::Create;
+    };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.unwrap_or_default();
     if holder == me {
         return Decision::Acquire { transition: false };
     }
-    let duration = spec.lease_duration_seconds.map_or(default_duration, |s| Duration::from_secs(s.max(0) as u64));
+    let duration = spec
+        .lease_duration_seconds
+        .map_or(default_duration, |s| Duration::from_secs(s.max(0) as u64));
     let expired = match spec.renew_time {
         Some(MicroTime(t)) => now.duration_since(t).as_secs_f64() > duration.as_secs_f64(),
         None => true,
     };
-    if holder.is_empty() || expired { Decision::Acquire { transition: true } } else { Decision::Wait { holder } }
+    if holder.is_empty() || expired {
+        Decision::Acquire { transition: true }
+    } else {
+        Decision::Wait { holder }
+    }
 }
 
 impl Election {
@@ -66,7 +79,12 @@ impl Election {
     async fn try_acquire(&self, client: &Client) -> Result<bool, kube::Error> {
         let api = self.api(client);
         let current = api.get_opt(&self.name).await?;
-        match decide(current.as_ref(), &self.identity, Timestamp::now(), self.lease_duration) {
+        match decide(
+            current.as_ref(),
+            &self.identity,
+            Timestamp::now(),
+            self.lease_duration,
+        ) {
             Decision::Create => {
                 let lease: Lease = serde_json::from_value(json!({
                     "metadata": {"name": self.name, "namespace": self.namespace},
@@ -84,9 +102,14 @@ impl Election {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(transition);
                 let acquire = if transition { None } else { spec.acquire_time };
-                lease.spec = Some(serde_json::from_value(self.spec(transitions, acquire)).expect("a LeaseSpec"));
+                lease.spec = Some(
+                    serde_json::from_value(self.spec(transitions, acquire)).expect("a LeaseSpec"),
+                );
                 // replace() carries the resourceVersion we read: a racing candidate gets 409.
-                match api.replace(&self.name, &PostParams::default(), &lease).await {
+                match api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                     Err(e) => Err(e),
@@ -110,7 +133,9 @@ impl Election {
                     logged = true;
                 }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "leader election: reading or writing the lease failed"),
+                Err(error) => {
+                    tracing::warn!(%error, "leader election: reading or writing the lease failed")
+                }
             }
             tokio::time::sleep(self.renew_every).await;
         }
@@ -143,7 +168,11 @@ mod tests {
     use super::*;
 
     fn lease(holder: &str, renewed_secs_ago: i64, duration: i32) -> Lease {
-        let renew = Timestamp::now().checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs_ago)).unwrap();
+        let renew = Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
+                renewed_secs_ago,
+            ))
+            .unwrap();
         serde_json::from_value(json!({
             "metadata": {"name": "triton-controller"},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration, "renewTime": MicroTime(renew)}
@@ -153,24 +182,48 @@ mod tests {
 
     #[test]
     fn no_lease_is_created() {
-        assert_eq!(decide(None, "a", Timestamp::now(), Duration::from_secs(15)), Decision::Create);
+        assert_eq!(
+            decide(None, "a", Timestamp::now(), Duration::from_secs(15)),
+            Decision::Create
+        );
     }
 
     #[test]
     fn our_lease_is_renewed() {
-        assert_eq!(decide(Some(&lease("a", 1, 15)), "a", Timestamp::now(), Duration::from_secs(15)), Decision::Acquire { transition: false });
+        assert_eq!(
+            decide(
+                Some(&lease("a", 1, 15)),
+                "a",
+                Timestamp::now(),
+                Duration::from_secs(15)
+            ),
+            Decision::Acquire { transition: false }
+        );
     }
 
     #[test]
     fn a_live_lease_of_another_replica_is_respected() {
         assert_eq!(
-            decide(Some(&lease("b", 3, 15)), "a", Timestamp::now(), Duration::from_secs(15)),
+            decide(
+                Some(&lease("b", 3, 15)),
+                "a",
+                Timestamp::now(),
+                Duration::from_secs(15)
+            ),
             Decision::Wait { holder: "b".into() }
         );
     }
 
     #[test]
     fn an_expired_lease_is_taken_over() {
-        assert_eq!(decide(Some(&lease("b", 20, 15)), "a", Timestamp::now(), Duration::from_secs(15)), Decision::Acquire { transition: true });
+        assert_eq!(
+            decide(
+                Some(&lease("b", 20, 15)),
+                "a",
+                Timestamp::now(),
+                Duration::from_secs(15)
+            ),
+            Decision::Acquire { transition: true }
+        );
     }
 }

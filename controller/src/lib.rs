@@ -270,7 +270,16 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                             StatusCode::SERVICE_UNAVAILABLE,
                             "caches not synced".to_string(),
                         ),
-                        "/metrics" => (StatusCode::OK, ctx.metrics.encode()),
+                        "/metrics" => {
+                            if let Some(dfs) = ctx.deployflows.get() {
+                                ctx.metrics.set_releases(
+                                    dfs.state()
+                                        .iter()
+                                        .map(|d| d.status.clone().unwrap_or_default().phase),
+                                );
+                            }
+                            (StatusCode::OK, ctx.metrics.encode())
+                        }
                         other => (StatusCode::NOT_FOUND, format!("no such path: {other}")),
                     };
                     let mut r = Response::new(Full::new(Bytes::from(body)));

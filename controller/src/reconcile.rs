@@ -191,8 +191,7 @@ pub async fn reconcile(df: Arc<DeployFlow>, ctx: Arc<Context>) -> Result<Requeue
             .await
             .map_err(Error::PatchStatus)?;
         if step.status.phase != before.phase {
-            ctx.metrics
-                .transition(before.phase, step.status.phase, started.elapsed());
+            ctx.metrics.transition(step.status.phase, started.elapsed());
             let (type_, reason) = match step.status.phase {
                 DeployPhase::Success => (EventType::Normal, "Deployed"),
                 DeployPhase::Failed | DeployPhase::Aborted => (EventType::Warning, "Unhealthy"),

@@ -15,37 +15,72 @@ const LONG: Duration = Duration::from_secs(120);
 async fn a_release_survives_an_api_server_restart_mid_batch() {
     let client = client().await;
     let ns = namespace(&client, "apiserver-restart").await;
-    let df = Flow::create(&client, &ns, flow("app-v1", "app", "create", 3, "nginx:1.25",
-        json!({"batchSize": 1, "canary": 1, "mode": "auto"}))).await;
+    let df = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            3,
+            "nginx:1.25",
+            json!({"batchSize": 1, "canary": 1, "mode": "auto"}),
+        ),
+    )
+    .await;
     df.wait_batch(1, "Smoked", LONG).await;
 
-    let stopped = tokio::process::Command::new("pkill").args(["-TERM", "-x", "kube-apiserver"]).status().await.unwrap();
+    let stopped = tokio::process::Command::new("pkill")
+        .args(["-TERM", "-x", "kube-apiserver"])
+        .status()
+        .await
+        .unwrap();
     assert!(stopped.success(), "kube-apiserver was running");
-    eventually("the API server to be down", Duration::from_secs(30), || async {
-        match client.apiserver_version().await {
-            Ok(_) => Err("still answering".to_string()),
-            Err(_) => Ok(()),
-        }
-    })
+    eventually(
+        "the API server to be down",
+        Duration::from_secs(30),
+        || async {
+            match client.apiserver_version().await {
+                Ok(_) => Err("still answering".to_string()),
+                Err(_) => Ok(()),
+            }
+        },
+    )
     .await;
     let start = std::env::var("TRITON_APISERVER_START").expect("set by tests/cluster/run");
-    tokio::process::Command::new(start).spawn().expect("start kube-apiserver again");
+    tokio::process::Command::new(start)
+        .spawn()
+        .expect("start kube-apiserver again");
     eventually("the API server back", Duration::from_secs(60), || async {
         client.apiserver_version().await.map_err(|e| e.to_string())
     })
     .await;
 
     // The release goes on: pull-in, bake, the remaining batches, Success.
-    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
+        .await;
     df.wait_batch(1, "Baking", LONG).await;
-    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"})).await;
+    df.patch_strategy("updateStrategy", json!({"batches": 3, "stage": "Baked"}))
+        .await;
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["finishedReplicas"], 3);
-    let pods = triton_e2e::pods(&Api::<Pod>::namespaced(client.clone(), &ns), "app.kubernetes.io/instance=app").await;
+    let pods = triton_e2e::pods(
+        &Api::<Pod>::namespaced(client.clone(), &ns),
+        "app.kubernetes.io/instance=app",
+    )
+    .await;
     assert_eq!(pods.len(), 3, "no extra pods");
     assert!(pods.iter().all(|p| is_true(p, "Ready")), "every pod Ready");
     for p in &pods {
-        let gates = p.spec.as_ref().unwrap().readiness_gates.iter().flatten().filter(|g| g.condition_type == "apps.triton.io/ready").count();
+        let gates = p
+            .spec
+            .as_ref()
+            .unwrap()
+            .readiness_gates
+            .iter()
+            .flatten()
+            .filter(|g| g.condition_type == "apps.triton.io/ready")
+            .count();
         assert_eq!(gates, 1, "{:?} was gated by the webhook", p.metadata.name);
     }
 }

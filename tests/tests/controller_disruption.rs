@@ -42,7 +42,11 @@ async fn a_release_resumes_after_the_controller_is_killed_mid_batch_with_no_extr
 
     // Kill it hard (no graceful shutdown), and move the release forward while it is down.
     let killed = tokio::process::Command::new("pkill")
-        .args(["-KILL", "-f", "triton-controller --admin-listen=127.0.0.1:8000"])
+        .args([
+            "-KILL",
+            "-f",
+            "triton-controller --admin-listen=127.0.0.1:8000",
+        ])
         .status()
         .await
         .unwrap();

@@ -11,7 +11,13 @@ use triton_e2e::deployflow::{Flow, flow};
 use triton_e2e::*;
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases.get_opt("triton-controller").await.ok().flatten()?.spec?.holder_identity
+    leases
+        .get_opt("triton-controller")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
 }
 
 async fn ready(addr: &str) -> bool {
@@ -26,10 +32,13 @@ async fn ready(addr: &str) -> bool {
 async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_dies() {
     let client = client().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "triton-system");
-    let start = std::env::var("TRITON_CONTROLLER_START").expect("set by tests/cluster/run --triton");
-    let first = eventually("the harness's controller to hold the Lease", Duration::from_secs(30), || async {
-        holder(&leases).await.ok_or("no holder")
-    })
+    let start =
+        std::env::var("TRITON_CONTROLLER_START").expect("set by tests/cluster/run --triton");
+    let first = eventually(
+        "the harness's controller to hold the Lease",
+        Duration::from_secs(30),
+        || async { holder(&leases).await.ok_or("no holder") },
+    )
     .await;
 
     tokio::process::Command::new(&start)
@@ -37,50 +46,91 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
         .env("TRITON_CONTROLLER_ADMIN_OVERRIDE", "127.0.0.1:8001")
         .spawn()
         .expect("start a second controller");
-    eventually("the second controller's caches synced", Duration::from_secs(30), || async {
-        if ready("127.0.0.1:8001").await { Ok(()) } else { Err("not ready") }
-    })
+    eventually(
+        "the second controller's caches synced",
+        Duration::from_secs(30),
+        || async {
+            if ready("127.0.0.1:8001").await {
+                Ok(())
+            } else {
+                Err("not ready")
+            }
+        },
+    )
     .await;
-    holds_for("the first controller keeping the Lease", Duration::from_secs(3), || async {
-        match holder(&leases).await {
-            Some(h) if h == first => Ok(()),
-            other => Err(format!("holder is {other:?}")),
-        }
-    })
+    holds_for(
+        "the first controller keeping the Lease",
+        Duration::from_secs(3),
+        || async {
+            match holder(&leases).await {
+                Some(h) if h == first => Ok(()),
+                other => Err(format!("holder is {other:?}")),
+            }
+        },
+    )
     .await;
 
     let killed = tokio::process::Command::new("pkill")
-        .args(["-KILL", "-f", "triton-controller --admin-listen=127.0.0.1:8000"])
+        .args([
+            "-KILL",
+            "-f",
+            "triton-controller --admin-listen=127.0.0.1:8000",
+        ])
         .status()
         .await
         .unwrap();
     assert!(killed.success(), "the first controller was running");
-    eventually("the second controller to take the Lease", Duration::from_secs(20), || async {
-        match holder(&leases).await {
-            Some(h) if h == "second" => Ok(()),
-            other => Err(format!("holder is {other:?}")),
-        }
-    })
+    eventually(
+        "the second controller to take the Lease",
+        Duration::from_secs(20),
+        || async {
+            match holder(&leases).await {
+                Some(h) if h == "second" => Ok(()),
+                other => Err(format!("holder is {other:?}")),
+            }
+        },
+    )
     .await;
     let ns = namespace(&client, "leader").await;
-    Flow::create(&client, &ns, flow("app-v1", "app", "create", 2, "nginx:1.25", json!({"mode": "auto"})))
-        .await
-        .wait_phase("Success", Duration::from_secs(60))
-        .await;
+    Flow::create(
+        &client,
+        &ns,
+        flow(
+            "app-v1",
+            "app",
+            "create",
+            2,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await
+    .wait_phase("Success", Duration::from_secs(60))
+    .await;
 
     // Restore the harness's controller for the tests that follow.
     let stopped = tokio::process::Command::new("pkill")
-        .args(["-TERM", "-f", "triton-controller --admin-listen=127.0.0.1:8001"])
+        .args([
+            "-TERM",
+            "-f",
+            "triton-controller --admin-listen=127.0.0.1:8001",
+        ])
         .status()
         .await
         .unwrap();
     assert!(stopped.success());
-    tokio::process::Command::new(&start).spawn().expect("restart the first controller");
-    eventually("a controller other than the second to lead again", Duration::from_secs(30), || async {
-        match holder(&leases).await {
-            Some(h) if h != "second" => Ok(()),
-            other => Err(format!("holder is {other:?}")),
-        }
-    })
+    tokio::process::Command::new(&start)
+        .spawn()
+        .expect("restart the first controller");
+    eventually(
+        "a controller other than the second to lead again",
+        Duration::from_secs(30),
+        || async {
+            match holder(&leases).await {
+                Some(h) if h != "second" => Ok(()),
+                other => Err(format!("holder is {other:?}")),
+            }
+        },
+    )
     .await;
 }

@@ -549,3 +549,23 @@ async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
         "every pod Ready (new ones pulled in)"
     );
 }
+
+#[tokio::test]
+async fn the_controller_exports_releases_by_phase_and_transition_latency() {
+    let _client = client().await;
+    let admin =
+        std::env::var("TRITON_CONTROLLER_ADMIN").expect("set by tests/cluster/run --triton");
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", &format!("http://{admin}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for metric in [
+        "triton_controller_releases{phase=\"Success\"}",
+        "triton_controller_transition_latency_seconds_bucket",
+        "triton_controller_reconcile_duration_seconds_count",
+    ] {
+        assert!(text.contains(metric), "{metric} in:\n{text}");
+    }
+}
