@@ -188,3 +188,27 @@ pub async fn service_endpoints(client: &Client, ns: &str, service: &str) -> Endp
     out.not_ready.sort();
     out
 }
+
+/// Whether `GET http://{addr}{path}` answers 2xx (health endpoints of the components).
+pub async fn http_ok(addr: &str, path: &str) -> bool {
+    tokio::process::Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", &format!("http://{addr}{path}")])
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Sends `signal` (e.g. "-TERM", "-KILL") to the processes whose command line contains
+/// `pattern` (inside the run's PID namespace: only this cluster's processes). True if any.
+pub async fn signal_processes(signal: &str, pattern: &str) -> bool {
+    tokio::process::Command::new("pkill")
+        .args([signal, "-f", pattern])
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// The value of an environment variable `tests/cluster/run` sets.
+pub fn testenv_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by tests/cluster/run --triton"))
+}

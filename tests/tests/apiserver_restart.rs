@@ -30,12 +30,8 @@ async fn a_release_survives_an_api_server_restart_mid_batch() {
     .await;
     df.wait_batch(1, "Smoked", LONG).await;
 
-    let stopped = tokio::process::Command::new("pkill")
-        .args(["-TERM", "-x", "kube-apiserver"])
-        .status()
-        .await
-        .unwrap();
-    assert!(stopped.success(), "kube-apiserver was running");
+    let stopped = signal_processes("-TERM", "kube-apiserver --etcd-servers").await;
+    assert!(stopped, "kube-apiserver was running");
     eventually(
         "the API server to be down",
         Duration::from_secs(30),
@@ -47,7 +43,7 @@ async fn a_release_survives_an_api_server_restart_mid_batch() {
         },
     )
     .await;
-    let start = std::env::var("TRITON_APISERVER_START").expect("set by tests/cluster/run");
+    let start = testenv_var("TRITON_APISERVER_START");
     tokio::process::Command::new(start)
         .spawn()
         .expect("start kube-apiserver again");

@@ -12,13 +12,7 @@ use triton_e2e::*;
 const LONG: Duration = Duration::from_secs(90);
 
 async fn controller_ready() -> bool {
-    let addr = std::env::var("TRITON_CONTROLLER_ADMIN")
-        .expect("TRITON_CONTROLLER_ADMIN is set by tests/cluster/run --triton");
-    tokio::process::Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", &format!("http://{addr}/readyz")])
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
+    http_ok(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/readyz").await
 }
 
 #[tokio::test]
@@ -41,16 +35,8 @@ async fn a_release_resumes_after_the_controller_is_killed_mid_batch_with_no_extr
     df.wait_batch(1, "Smoked", LONG).await;
 
     // Kill it hard (no graceful shutdown), and move the release forward while it is down.
-    let killed = tokio::process::Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            "triton-controller --admin-listen=127.0.0.1:8000",
-        ])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success(), "a triton-controller process was running");
+    let killed = signal_processes("-KILL", "triton-controller --admin-listen=127.0.0.1:8000").await;
+    assert!(killed, "a triton-controller process was running");
     eventually(
         "triton-controller gone",
         Duration::from_secs(10),
@@ -79,7 +65,7 @@ async fn a_release_resumes_after_the_controller_is_killed_mid_batch_with_no_extr
     )
     .await;
 
-    let start = std::env::var("TRITON_CONTROLLER_START").unwrap();
+    let start = testenv_var("TRITON_CONTROLLER_START");
     tokio::process::Command::new(start)
         .spawn()
         .expect("start triton-controller again");

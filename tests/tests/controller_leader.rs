@@ -20,14 +20,6 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
-async fn ready(addr: &str) -> bool {
-    tokio::process::Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", &format!("http://{addr}/readyz")])
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
-}
-
 #[tokio::test]
 async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_dies() {
     let client = client().await;
@@ -50,7 +42,7 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
         "the second controller's caches synced",
         Duration::from_secs(30),
         || async {
-            if ready("127.0.0.1:8001").await {
+            if http_ok("127.0.0.1:8001", "/readyz").await {
                 Ok(())
             } else {
                 Err("not ready")
@@ -70,16 +62,8 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
     )
     .await;
 
-    let killed = tokio::process::Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            "triton-controller --admin-listen=127.0.0.1:8000",
-        ])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success(), "the first controller was running");
+    let killed = signal_processes("-KILL", "triton-controller --admin-listen=127.0.0.1:8000").await;
+    assert!(killed, "the first controller was running");
     eventually(
         "the second controller to take the Lease",
         Duration::from_secs(20),
@@ -109,16 +93,9 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
     .await;
 
     // Restore the harness's controller for the tests that follow.
-    let stopped = tokio::process::Command::new("pkill")
-        .args([
-            "-TERM",
-            "-f",
-            "triton-controller --admin-listen=127.0.0.1:8001",
-        ])
-        .status()
-        .await
-        .unwrap();
-    assert!(stopped.success());
+    let stopped =
+        signal_processes("-TERM", "triton-controller --admin-listen=127.0.0.1:8001").await;
+    assert!(stopped);
     tokio::process::Command::new(&start)
         .spawn()
         .expect("restart the first controller");

@@ -13,10 +13,6 @@ use triton_e2e::cloneset::CloneSetSpec;
 use triton_e2e::tls::served_certificate;
 use triton_e2e::*;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by tests/cluster/run --triton"))
-}
-
 fn pod(name: &str, labels: Value, owner_uid: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels,
@@ -27,12 +23,7 @@ fn pod(name: &str, labels: Value, owner_uid: &str) -> Pod {
 }
 
 async fn admin_ready() -> bool {
-    let addr = env("TRITON_WEBHOOK_ADMIN");
-    tokio::process::Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", &format!("http://{addr}/readyz")])
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
+    http_ok(&testenv_var("TRITON_WEBHOOK_ADMIN"), "/readyz").await
 }
 
 /// Writes a file atomically, as a Secret volume update does.
@@ -58,12 +49,8 @@ async fn webhook_stop_restart_and_certificate_rotation() {
     let managed = json!({"managed-by": "triton-io"});
 
     // --- Stopped: managed pods are refused naming the webhook; other pods are created. -------
-    let stopped = tokio::process::Command::new("pkill")
-        .args(["-TERM", "-x", "triton-webhook"])
-        .status()
-        .await
-        .unwrap();
-    assert!(stopped.success(), "a triton-webhook process was running");
+    let stopped = signal_processes("-TERM", "triton-webhook --listen").await;
+    assert!(stopped, "a triton-webhook process was running");
     eventually(
         "triton-webhook to stop answering",
         Duration::from_secs(15),
@@ -97,7 +84,7 @@ async fn webhook_stop_restart_and_certificate_rotation() {
 
     // --- Restarted: managed pods are created again, with the gate. --------------------------
     // Left running for the rest of the run (tokio reaps it; the namespace's end stops it).
-    tokio::process::Command::new(env("TRITON_WEBHOOK_START"))
+    tokio::process::Command::new(testenv_var("TRITON_WEBHOOK_START"))
         .spawn()
         .expect("start triton-webhook again");
     eventually(
@@ -136,8 +123,8 @@ async fn webhook_stop_restart_and_certificate_rotation() {
     assert_eq!(gates, vec!["apps.triton.io/ready"]);
 
     // --- Rotation: new files on disk are served to new connections, without a restart. -------
-    let dir = env("TRITON_WEBHOOK_DIR");
-    let addr = env("TRITON_WEBHOOK_ADDR");
+    let dir = testenv_var("TRITON_WEBHOOK_DIR");
+    let addr = testenv_var("TRITON_WEBHOOK_ADDR");
     let ca_pem = std::fs::read_to_string(format!("{dir}/certs/ca.crt")).unwrap();
     let old = served_certificate(&addr, "127.0.0.1", &ca_pem)
         .await
