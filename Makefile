@@ -1,6 +1,9 @@
 # The two commands of this repository (see README.md).
 .PHONY: test demo build-testenv unit
 
+# Rust builds are cached outside the checkout, shared by the tests and the demo.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/triton/cargo-target
+
 ## make test: every test (unit + end-to-end on a real local control plane). Needs root.
 test:
 	tests/run-all
