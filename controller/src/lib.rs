@@ -9,7 +9,6 @@
 pub mod crd;
 pub mod crdgen;
 pub mod gates;
-pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
@@ -68,12 +67,12 @@ pub struct Args {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "triton-system")]
     pub leader_election_namespace: String,
-    /// How long a leader's Lease is valid without renewal.
+    /// How long a leader's Lease is valid without renewal (whole seconds).
     #[arg(long, env = "TRITON_CONTROLLER_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: std::time::Duration,
-    /// How often the leader renews (and a candidate retries).
-    #[arg(long, env = "TRITON_CONTROLLER_LEASE_RENEW", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub lease_renew: std::time::Duration,
+    /// How long before expiry the leader renews (whole seconds, less than the duration).
+    #[arg(long, env = "TRITON_CONTROLLER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_grace: std::time::Duration,
 }
 
 fn managed() -> watcher::Config {
@@ -224,23 +223,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopped");
         return Ok(());
     }
-    let election = leader::Election {
-        namespace: args.leader_election_namespace.clone(),
-        name: "triton-controller".into(),
-        identity: args.pod_name.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        }),
-        lease_duration: args.lease_duration,
-        renew_every: args.lease_renew,
-    };
-    election.acquire(&client).await;
+    let identity = args.pod_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    anyhow::ensure!(
+        args.lease_grace < args.lease_duration,
+        "--lease-grace must be shorter than --lease-duration"
+    );
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "triton-controller")
+        .with_namespace(&args.leader_election_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration.as_secs())
+        .with_grace(args.lease_grace.as_secs())
+        .build()
+        .await?;
+    let (mut leading, election) = manager.watch().await;
+    tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead (Lease triton-controller)");
+    while !*leading.borrow_and_update() {
+        leading.changed().await?;
+    }
+    tracing::info!(%identity, "became the leader");
     tokio::select! {
         _ = async { tokio::join!(df_controller, gate_controller) } => {
             tracing::info!("stopped");
+            drop(leading);
+            let _ = election.await;
             Ok(())
         }
-        _ = election.hold(&client) => anyhow::bail!("lost leadership; exiting so that a single leader reconciles"),
+        _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => {
+            anyhow::bail!("lost the Lease; exiting so that a single leader reconciles")
+        }
     }
 }
 

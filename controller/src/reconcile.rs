@@ -239,6 +239,20 @@ pub async fn reconcile(df: Arc<DeployFlow>, ctx: Arc<Context>) -> Result<Requeue
 pub fn error_policy(df: Arc<DeployFlow>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.api_error(error.category());
     tracing::warn!(deployflow = %df.name_any(), namespace = ?df.namespace(), %error, "reconcile failed; retrying");
+    // A Warning Event on the DeployFlow for every failure (the recorder folds repeats into a series).
+    let (recorder, reference, note) = (ctx.recorder.clone(), df.object_ref(&()), error.to_string());
+    tokio::spawn(async move {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "Unhealthy".into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&ev, &reference).await {
+            tracing::debug!(%error, "publishing an event failed");
+        }
+    });
     Requeue::requeue(Duration::from_secs(2))
 }
 

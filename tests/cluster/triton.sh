@@ -75,7 +75,7 @@ export TRITON_CONTROLLER_START=$T/start-triton-controller TRITON_CONTROLLER_ADMI
 cat >"$TRITON_CONTROLLER_START" <<SCRIPT
 #!/bin/sh
 KUBECONFIG="$T/controller.kubeconfig" exec "$TB/triton-controller" --admin-listen=\${TRITON_CONTROLLER_ADMIN_OVERRIDE:-$TRITON_CONTROLLER_ADMIN} \
-  --leader-election-namespace=triton-system --lease-duration=4s --lease-renew=1s \
+  --leader-election-namespace=triton-system --lease-duration=4s --lease-grace=2s \
   --log-format=text >>"$L/triton-controller.log" 2>&1
 SCRIPT
 chmod +x "$TRITON_CONTROLLER_START"
