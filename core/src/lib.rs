@@ -1,5 +1,7 @@
-//! The pure core of Triton: names every component shares, and (in later modules) batch planning
-//! and phase transitions. Nothing here talks to a server.
+//! The pure core of Triton: names every component shares ([`names`]) and the release
+//! arithmetic and predicates ([`release`]). Nothing here talks to a server.
 
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod names;
 pub mod release;
