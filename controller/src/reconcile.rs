@@ -719,6 +719,17 @@ impl Step<'_> {
     }
 
     async fn batch_started(&mut self) -> Result<Requeue, Error> {
+        let was_paused = self.status.paused;
+        let requeue = self.advance_batch().await?;
+        if self.status.paused && !was_paused {
+            // A failed batch pauses the release: the CloneSet stops updating too.
+            self.patch_cloneset(json!({"spec": {"updateStrategy": {"paused": true}}}))
+                .await?;
+        }
+        Ok(requeue)
+    }
+
+    async fn advance_batch(&mut self) -> Result<Requeue, Error> {
         let cs = self.owned_cloneset().await?;
         self.refresh(&cs);
         let Some(cur) = self.status.current().cloned() else {

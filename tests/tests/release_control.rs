@@ -190,6 +190,12 @@ async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery
         "{}",
         s["message"]
     );
+    let cs = dynamic_api(&client, &ns, "apps.kruise.io", "v1alpha1", "CloneSet");
+    let cs = serde_json::to_value(cs.get("crash").await.unwrap()).unwrap();
+    assert_eq!(
+        cs["spec"]["updateStrategy"]["paused"], true,
+        "the CloneSet is paused too"
+    );
     let pod = s["conditions"][0]["pods"][0]["name"]
         .as_str()
         .expect("the failing pod")
