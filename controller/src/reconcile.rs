@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use triton_core::names::*;
 use triton_core::release::{
     self, Action, BatchPhase, BatchStep, CloneSetTarget, CurrentBatch, DeployPhase, Desired,
+    PodObservation, SmokeVerdict,
 };
 
 use crate::crd::{BatchCondition, DeployFlow, DeployFlowStatus, PodInfo};
@@ -779,21 +780,11 @@ impl Step<'_> {
             return Ok(Requeue::await_change());
         }
         if let Some(last) = last
-            && !(spec.auto() && last.canary)
             && let Some(done) = &last.finished_at
+            && let Some(wait) =
+                release::interval_wait(spec.batch_interval(), since(done), spec.auto(), last.canary)
         {
-            // Status times have second resolution: count from the stored (truncated) time plus
-            // one second, so batches are at least the interval apart in real time too.
-            let interval = spec.batch_interval()
-                + if spec.batch_interval().is_zero() {
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(1)
-                };
-            let waited = since(done);
-            if waited < interval {
-                return Ok(Requeue::requeue(interval - waited));
-            }
+            return Ok(Requeue::requeue(wait));
         }
         let Some(plan) = release::plan_next_batch(
             spec.application.replicas,
@@ -860,13 +851,15 @@ impl Step<'_> {
                 pull_in_status: String::new(),
             })
             .collect();
-        let failing: Vec<String> = picked
+        let observed: Vec<PodObservation> = picked
             .iter()
-            .filter(|p| observe::is_failing(p))
-            .map(|p| p.name_any())
+            .map(|p| PodObservation {
+                name: p.name_any(),
+                smoked: observe::is_smoked(p),
+                failing: observe::is_failing(p),
+            })
             .collect();
-        let all_smoked =
-            picked.len() as i32 == cur.batch_size && picked.iter().all(|p| observe::is_smoked(p));
+        let verdict = release::smoke_verdict(cur.batch_size, &observed);
         let names: Vec<String> = infos.iter().map(|p| p.name.clone()).collect();
         let all = self.status.pods.get_or_insert_with(Vec::new);
         for n in &names {
@@ -877,19 +870,22 @@ impl Step<'_> {
         all.sort();
         let c = self.status.current_mut().unwrap();
         c.pods = Some(infos);
-        c.failed_replicas = failing.len() as i32;
-        if !failing.is_empty() {
-            c.phase = BatchPhase::SmokeFailed;
-            self.status.paused = true;
-            self.status.message = Some(format!(
-                "batch {} failed its smoke test: pod(s) {} restarting and not ready; the release is paused until they recover and it is resumed",
-                cur.batch,
-                failing.join(", ")
-            ));
-            return Ok(Requeue::await_change());
-        }
-        if all_smoked {
-            c.phase = BatchPhase::Smoked;
+        match verdict {
+            SmokeVerdict::Failed(failing) => {
+                c.failed_replicas = failing.len() as i32;
+                c.phase = BatchPhase::SmokeFailed;
+                self.status.paused = true;
+                self.status.message = Some(format!(
+                    "batch {} failed its smoke test: pod(s) {} restarting and not ready; the release is paused until they recover and it is resumed",
+                    cur.batch,
+                    failing.join(", ")
+                ));
+            }
+            SmokeVerdict::Smoked => {
+                c.failed_replicas = 0;
+                c.phase = BatchPhase::Smoked;
+            }
+            SmokeVerdict::Waiting => c.failed_replicas = 0,
         }
         Ok(Requeue::await_change())
     }

@@ -761,3 +761,124 @@ mod patch_tests {
         assert_eq!(replicas_to_process(Action::ScaleIn, 2, 5, 5, 0), 3);
     }
 }
+
+/// What one pod of a batch looks like to the smoke test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodObservation {
+    pub name: String,
+    /// ContainersReady (or Ready).
+    pub smoked: bool,
+    /// Restarting and not ContainersReady, or phase Failed.
+    pub failing: bool,
+}
+
+/// The outcome of a batch's smoke test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmokeVerdict {
+    /// Not all of the batch's pods exist or are ready yet.
+    Waiting,
+    /// Every pod of the batch is up: the batch is Smoked.
+    Smoked,
+    /// These pods fail: the batch is SmokeFailed and the release pauses.
+    Failed(Vec<String>),
+}
+
+/// Smoking → Smoked or SmokeFailed (DESIGN §2, decision 4): a failing pod fails the batch at
+/// once; otherwise the batch is smoked when it has all its `size` pods, all up.
+pub fn smoke_verdict(size: i32, pods: &[PodObservation]) -> SmokeVerdict {
+    let failing: Vec<String> = pods
+        .iter()
+        .filter(|p| p.failing)
+        .map(|p| p.name.clone())
+        .collect();
+    if !failing.is_empty() {
+        SmokeVerdict::Failed(failing)
+    } else if pods.len() as i32 == size && pods.iter().all(|p| p.smoked) {
+        SmokeVerdict::Smoked
+    } else {
+        SmokeVerdict::Waiting
+    }
+}
+
+/// How much longer the next batch must wait after the last one finished (`None`: start now).
+/// No wait after a canary in auto mode (the original's rule). Status times have second
+/// resolution, so a non-zero interval counts one more second from the stored time: batches are
+/// then at least the interval apart in real time too.
+pub fn interval_wait(
+    interval: std::time::Duration,
+    since_last_finished: std::time::Duration,
+    auto: bool,
+    last_was_canary: bool,
+) -> Option<std::time::Duration> {
+    if (auto && last_was_canary) || interval.is_zero() {
+        return None;
+    }
+    let needed = interval + std::time::Duration::from_secs(1);
+    (since_last_finished < needed).then(|| needed - since_last_finished)
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pod(name: &str, smoked: bool, failing: bool) -> PodObservation {
+        PodObservation {
+            name: name.into(),
+            smoked,
+            failing,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_smoked_only_with_all_its_pods_up() {
+        assert_eq!(
+            smoke_verdict(2, &[pod("a", true, false)]),
+            SmokeVerdict::Waiting,
+            "one pod missing"
+        );
+        assert_eq!(
+            smoke_verdict(2, &[pod("a", true, false), pod("b", false, false)]),
+            SmokeVerdict::Waiting
+        );
+        assert_eq!(
+            smoke_verdict(2, &[pod("a", true, false), pod("b", true, false)]),
+            SmokeVerdict::Smoked
+        );
+    }
+
+    #[test]
+    fn one_failing_pod_fails_the_batch_at_once() {
+        assert_eq!(
+            smoke_verdict(3, &[pod("a", true, false), pod("b", false, true)]),
+            SmokeVerdict::Failed(vec!["b".into()])
+        );
+    }
+
+    #[test]
+    fn intervals_count_a_whole_second_more_and_skip_after_an_auto_canary() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            interval_wait(ten, Duration::from_secs(4), false, false),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            interval_wait(ten, Duration::from_secs(11), false, false),
+            None
+        );
+        assert_eq!(
+            interval_wait(ten, Duration::ZERO, true, true),
+            None,
+            "auto mode after the canary"
+        );
+        assert_eq!(
+            interval_wait(ten, Duration::ZERO, false, true),
+            Some(Duration::from_secs(11)),
+            "manual waits"
+        );
+        assert_eq!(
+            interval_wait(Duration::ZERO, Duration::ZERO, false, false),
+            None
+        );
+    }
+}
