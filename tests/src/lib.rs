@@ -212,3 +212,26 @@ pub async fn signal_processes(signal: &str, pattern: &str) -> bool {
 pub fn testenv_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by tests/cluster/run --triton"))
 }
+
+/// Waits until the Service has exactly `n` ready endpoint addresses, and returns its endpoints.
+pub async fn wait_ready_endpoints(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    n: usize,
+    timeout: Duration,
+) -> Endpoints {
+    eventually(
+        &format!("{n} ready endpoints of Service {service}"),
+        timeout,
+        || async {
+            let eps = service_endpoints(client, ns, service).await;
+            if eps.ready.len() == n {
+                Ok(eps)
+            } else {
+                Err(eps)
+            }
+        },
+    )
+    .await
+}

@@ -59,19 +59,7 @@ async fn cloneset_of_three_gives_running_pods_on_kwok_nodes_and_three_ready_endp
             pod_ip(pod)
         );
     }
-    let eps = eventually(
-        "3 ready endpoints for Service web",
-        Duration::from_secs(30),
-        || async {
-            let eps = service_endpoints(&client, &ns, "web").await;
-            if eps.ready.len() == 3 {
-                Ok(eps)
-            } else {
-                Err(eps)
-            }
-        },
-    )
-    .await;
+    let eps = wait_ready_endpoints(&client, &ns, "web", 3, Duration::from_secs(30)).await;
     assert_eq!(
         eps.ready, ips,
         "the ready endpoints are exactly the pods' IPs"

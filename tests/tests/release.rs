@@ -125,15 +125,7 @@ async fn tutorial_release_canary_waits_at_smoked_then_next_patches_release_it_to
         "ownership is released after Success: {}",
         cs["metadata"]["ownerReferences"]
     );
-    let eps = eventually("3 ready endpoints", Duration::from_secs(30), || async {
-        let eps = service_endpoints(&client, &ns, svc_name).await;
-        if eps.ready.len() == 3 {
-            Ok(eps)
-        } else {
-            Err(eps)
-        }
-    })
-    .await;
+    let eps = wait_ready_endpoints(&client, &ns, svc_name, 3, Duration::from_secs(30)).await;
     assert!(eps.not_ready.is_empty(), "{eps:?}");
 
     // After Success: a deleted pod is re-created by Kruise, gated, and pulled in without a release.
@@ -175,19 +167,7 @@ async fn tutorial_release_canary_waits_at_smoked_then_next_patches_release_it_to
             .any(|g| g.condition_type == "apps.triton.io/ready"),
         "the replacement carries the gate"
     );
-    eventually(
-        "3 ready endpoints again",
-        Duration::from_secs(30),
-        || async {
-            let eps = service_endpoints(&client, &ns, svc_name).await;
-            if eps.ready.len() == 3 {
-                Ok(())
-            } else {
-                Err(eps)
-            }
-        },
-    )
-    .await;
+    wait_ready_endpoints(&client, &ns, svc_name, 3, Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
@@ -215,19 +195,7 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
     )
     .await;
     create.wait_phase("Success", LONG).await;
-    eventually(
-        "4 ready endpoints before the update",
-        Duration::from_secs(30),
-        || async {
-            let eps = service_endpoints(&client, &ns, "web").await;
-            if eps.ready.len() == 4 {
-                Ok(())
-            } else {
-                Err(eps)
-            }
-        },
-    )
-    .await;
+    wait_ready_endpoints(&client, &ns, "web", 4, Duration::from_secs(30)).await;
 
     // Watch the Service for the whole update.
     let (stop, min_ready) = (

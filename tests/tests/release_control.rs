@@ -157,15 +157,7 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
             .is_none_or(|r| r.iter().all(|o| o["kind"] != "DeployFlow")),
         "ownership released"
     );
-    eventually("4 ready endpoints after the cancel", LONG, || async {
-        let eps = service_endpoints(&client, &ns, "web").await;
-        if eps.ready.len() == 4 {
-            Ok(())
-        } else {
-            Err(eps)
-        }
-    })
-    .await;
+    wait_ready_endpoints(&client, &ns, "web", 4, LONG).await;
 }
 
 #[tokio::test]
