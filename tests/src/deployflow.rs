@@ -162,3 +162,29 @@ pub fn seconds_between(a: &Value, b: &Value) -> f64 {
     };
     parse(b).duration_since(parse(a)).as_secs_f64()
 }
+
+/// Given: `instance` already released with `replicas` pods of `image` (a `create` DeployFlow
+/// named `<instance>-v1`, auto mode, run to Success).
+pub async fn released(
+    client: &Client,
+    ns: &str,
+    instance: &str,
+    replicas: i32,
+    image: &str,
+) -> Flow {
+    let df = Flow::create(
+        client,
+        ns,
+        flow(
+            &format!("{instance}-v1"),
+            instance,
+            "create",
+            replicas,
+            image,
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await;
+    df.wait_phase("Success", Duration::from_secs(90)).await;
+    df
+}

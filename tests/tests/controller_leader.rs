@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use serde_json::json;
-use triton_e2e::deployflow::{Flow, flow};
+use triton_e2e::deployflow::released;
 use triton_e2e::*;
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -76,21 +75,7 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
     )
     .await;
     let ns = namespace(&client, "leader").await;
-    Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            2,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await
-    .wait_phase("Success", Duration::from_secs(60))
-    .await;
+    released(&client, &ns, "app", 2, "nginx:1.25").await;
 
     // Restore the harness's controller for the tests that follow.
     let stopped =

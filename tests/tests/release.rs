@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
-use triton_e2e::deployflow::{Flow, flow, seconds_between, tutorial, tutorial_service};
+use triton_e2e::deployflow::{Flow, flow, released, seconds_between, tutorial, tutorial_service};
 use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -181,20 +181,7 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
         json!({"metadata": {"name": "web"}, "spec": {"selector": labels, "ports": [{"port": 80}]}}),
     )
     .await;
-    let create = Flow::create(
-        &client,
-        &ns,
-        flow(
-            "web-v1",
-            "web",
-            "create",
-            4,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await;
-    create.wait_phase("Success", LONG).await;
+    released(&client, &ns, "web", 4, "nginx:1.25").await;
     wait_ready_endpoints(&client, &ns, "web", 4, Duration::from_secs(30)).await;
 
     // Watch the Service for the whole update.
@@ -281,20 +268,7 @@ async fn manual_update_in_batches_of_two_keeps_four_ready_endpoints_throughout()
 async fn scale_in_with_pods_to_delete_removes_exactly_the_named_pods() {
     let client = client().await;
     let ns = namespace(&client, "scale-in").await;
-    let create = Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            4,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await;
-    create.wait_phase("Success", LONG).await;
+    released(&client, &ns, "app", 4, "nginx:1.25").await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut names: Vec<String> = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app")
         .await
@@ -347,21 +321,7 @@ fn live_names(pods: &[Pod]) -> Vec<String> {
 async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
     let client = client().await;
     let ns = namespace(&client, "restart").await;
-    Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            2,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await
-    .wait_phase("Success", LONG)
-    .await;
+    released(&client, &ns, "app", 2, "nginx:1.25").await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
     assert_eq!(before.len(), 2);
@@ -469,21 +429,7 @@ async fn rollback_to_an_earlier_template_brings_the_old_image_back() {
 async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
     let client = client().await;
     let ns = namespace(&client, "scale-out").await;
-    Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            2,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await
-    .wait_phase("Success", LONG)
-    .await;
+    released(&client, &ns, "app", 2, "nginx:1.25").await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let before = live_names(&triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await);
     let s = Flow::create(

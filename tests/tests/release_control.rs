@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kube::Api;
 use serde_json::json;
-use triton_e2e::deployflow::{Flow, flow};
+use triton_e2e::deployflow::{Flow, flow, released};
 use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -65,21 +65,7 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
         .create(&Default::default(), &svc)
         .await
         .unwrap();
-    Flow::create(
-        &client,
-        &ns,
-        flow(
-            "web-v1",
-            "web",
-            "create",
-            4,
-            "nginx:1.25",
-            json!({"mode": "auto"}),
-        ),
-    )
-    .await
-    .wait_phase("Success", LONG)
-    .await;
+    released(&client, &ns, "web", 4, "nginx:1.25").await;
 
     let update = Flow::create(
         &client,
