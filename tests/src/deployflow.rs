@@ -188,3 +188,24 @@ pub async fn released(
     df.wait_phase("Success", Duration::from_secs(90)).await;
     df
 }
+
+/// Given: a `create` of `instance` with 3 replicas in batches of 1 behind a canary of 1 (auto
+/// mode), its canary waiting at Smoked.
+pub async fn canary_waiting(client: &Client, ns: &str, instance: &str) -> Flow {
+    let strategy = json!({"batchSize": 1, "canary": 1, "mode": "auto"});
+    let df = Flow::create(
+        client,
+        ns,
+        flow(
+            &format!("{instance}-v1"),
+            instance,
+            "create",
+            3,
+            "nginx:1.25",
+            strategy,
+        ),
+    )
+    .await;
+    df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
+    df
+}

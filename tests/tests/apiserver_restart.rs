@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
-use triton_e2e::deployflow::{Flow, flow};
+use triton_e2e::deployflow::canary_waiting;
 use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -15,20 +15,7 @@ const LONG: Duration = Duration::from_secs(120);
 async fn a_release_survives_an_api_server_restart_mid_batch() {
     let client = client().await;
     let ns = namespace(&client, "apiserver-restart").await;
-    let df = Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            3,
-            "nginx:1.25",
-            json!({"batchSize": 1, "canary": 1, "mode": "auto"}),
-        ),
-    )
-    .await;
-    df.wait_batch(1, "Smoked", LONG).await;
+    let df = canary_waiting(&client, &ns, "app").await;
 
     let stopped = signal_processes("-TERM", "kube-apiserver --etcd-servers").await;
     assert!(stopped, "kube-apiserver was running");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
-use triton_e2e::deployflow::{Flow, flow};
+use triton_e2e::deployflow::canary_waiting;
 use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(90);
@@ -19,20 +19,7 @@ async fn controller_ready() -> bool {
 async fn a_release_resumes_after_the_controller_is_killed_mid_batch_with_no_extra_pods() {
     let client = client().await;
     let ns = namespace(&client, "controller-restart").await;
-    let df = Flow::create(
-        &client,
-        &ns,
-        flow(
-            "app-v1",
-            "app",
-            "create",
-            3,
-            "nginx:1.25",
-            json!({"batchSize": 1, "canary": 1, "mode": "auto"}),
-        ),
-    )
-    .await;
-    df.wait_batch(1, "Smoked", LONG).await;
+    let df = canary_waiting(&client, &ns, "app").await;
 
     // Kill it hard (no graceful shutdown), and move the release forward while it is down.
     let killed = signal_processes("-KILL", "triton-controller --admin-listen=127.0.0.1:8000").await;
