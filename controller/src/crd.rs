@@ -58,11 +58,11 @@ pub struct ApplicationSpec {
     pub instance_name: String,
     /// Accepted for compatibility; the CloneSet selector is always the default label set.
     pub selector: LabelSelector,
-    /// Pod template of the CloneSet.
-    #[schemars(schema_with = "preserve_unknown_object")]
+    /// Pod template of the CloneSet, validated with the Kubernetes pod template schema (a type
+    /// error such as a number where a string belongs is refused at admission).
     pub template: PodTemplateSpec,
     /// Desired final number of pods.
-    #[x_kube(validation = Rule::new("self >= 0").message("replicas must not be negative"))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100000").message("replicas must be between 0 and 100000"))]
     pub replicas: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_type: Option<String>,
@@ -88,7 +88,7 @@ pub struct BaseStrategy {
     pub batch_size: Option<IntOrString>,
     /// Minimum seconds between a batch's end and the next batch's start.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self >= 0").message("batchIntervalSeconds must not be negative"))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 604800").message("batchIntervalSeconds must be between 0 and 604800 (a week)"))]
     pub batch_interval_seconds: i32,
     /// auto or manual (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,8 +96,13 @@ pub struct BaseStrategy {
     pub mode: Option<String>,
     /// Number of batches the user allows to run (manual gate).
     #[serde(default = "one")]
-    #[x_kube(validation = Rule::new("self >= 0").message("batches must not be negative"))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100000").message("batches must be between 0 and 100000"))]
     pub batches: i32,
+    /// Seconds a batch may take to become ready (its pods ContainersReady) before it is
+    /// SmokeFailed and the release pauses (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("smokeTimeoutSeconds must be between 1 and 86400"))]
+    pub smoke_timeout_seconds: Option<i32>,
 }
 
 fn one() -> i32 {
@@ -114,7 +119,7 @@ pub struct UpdateStrategy {
     pub no_pull_in: bool,
     /// Size of the canary (first) batch; 0: none.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self >= 0").message("canary must not be negative"))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100000").message("canary must be between 0 and 100000"))]
     pub canary: i32,
     /// Desired stage of the canary batch: Smoked, Baking or Baked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,7 +127,7 @@ pub struct UpdateStrategy {
     pub stage: Option<String>,
     /// Seconds a pulled-in pod may take to appear ready in its Services' EndpointSlices (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self > 0").message("pullInTimeoutSeconds must be positive"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("pullInTimeoutSeconds must be between 1 and 86400"))]
     pub pull_in_timeout_seconds: Option<i32>,
 }
 
@@ -207,6 +212,13 @@ pub struct BatchCondition {
     pub started_at: Option<Time>,
     pub pulled_in_at: Option<Time>,
     pub finished_at: Option<Time>,
+    /// When the smoke test (re)started: the batch start, or the last resume after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_started_at: Option<Time>,
+    /// The pods this batch's finish deletes, decided (and written here) before the CloneSet
+    /// write that deletes them, so a retried step never picks other pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_to_delete: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -222,10 +234,6 @@ pub struct PodInfo {
     pub pull_in_status: String,
 }
 
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
-}
-
 fn preserve_unknown_array(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
 }
@@ -234,8 +242,8 @@ fn int_or_percent(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "x-kubernetes-int-or-string": true,
         "x-kubernetes-validations": [{
-            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+%?$')",
-            "message": "batchSize must be a non-negative number of pods or a percentage such as \"30%\""
+            "rule": "type(self) == int ? self >= 0 && self <= 100000 : self.matches('^([0-9]{1,5}|([0-9]{1,2}|100)%)$')",
+            "message": "batchSize must be a number of pods from 0 to 100000 or a percentage from 0% to 100%, such as \"30%\""
         }]
     })
 }
@@ -296,6 +304,29 @@ impl DeployFlowSpec {
             .and_then(|s| s.pull_in_timeout_seconds)
             .unwrap_or(60);
         std::time::Duration::from_secs(secs.max(1) as u64)
+    }
+
+    pub fn smoke_timeout(&self) -> std::time::Duration {
+        let secs = self.base().smoke_timeout_seconds.unwrap_or(600);
+        std::time::Duration::from_secs(secs.max(1) as u64)
+    }
+
+    /// The JSON key of the strategy this action uses.
+    pub fn strategy_key(&self) -> &'static str {
+        if self.action.is_revision_changing() {
+            "updateStrategy"
+        } else {
+            "nonUpdateStrategy"
+        }
+    }
+
+    /// Whether the strategy object this action uses is present in the spec.
+    pub fn has_strategy(&self) -> bool {
+        if self.action.is_revision_changing() {
+            self.update_strategy.is_some()
+        } else {
+            self.non_update_strategy.is_some()
+        }
     }
 
     pub fn pods_to_delete(&self) -> Vec<String> {

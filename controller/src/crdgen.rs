@@ -1,5 +1,8 @@
 //! The CRD YAML checked in under `crds/`, generated from the Rust types.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResourceExt;
 
 use crate::crd::DeployFlow;
@@ -7,10 +10,38 @@ use crate::crd::DeployFlow;
 /// The command that regenerates `crds/deployflows.yaml`.
 pub const REGENERATE: &str = "cargo run -p triton-controller --bin crdgen > crds/deployflows.yaml";
 
+/// The phases in which a release runs (`spec.action` and `spec.application` are then fixed).
+const RUNNING_PHASES: &str = "['Pending', 'Initializing', 'BatchStarted', 'BatchFinished']";
+
+/// The DeployFlow CRD: the derived schema plus a transition rule on the whole object, which is
+/// the only place where a rule can see both the spec and the status (a running release's action
+/// and application cannot change under it).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = DeployFlow::crd();
+    let rule = format!(
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || !(oldSelf.status.phase in {RUNNING_PHASES}) || \
+         (self.spec.action == oldSelf.spec.action && self.spec.application == oldSelf.spec.application)"
+    );
+    for v in crd.spec.versions.iter_mut() {
+        if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            schema.x_kubernetes_validations = Some(vec![ValidationRule {
+                rule: rule.clone(),
+                message: Some(
+                    "spec.action and spec.application cannot change while the release runs; \
+                     cancel it (or let it finish), then create a new DeployFlow"
+                        .into(),
+                ),
+                ..Default::default()
+            }]);
+        }
+    }
+    crd
+}
+
 pub fn crd_yaml() -> String {
     format!(
         "# Generated from controller/src/crd.rs by `{REGENERATE}`; do not edit.\n{}",
-        serde_yaml::to_string(&DeployFlow::crd()).expect("the CRD serializes")
+        serde_yaml::to_string(&crd()).expect("the CRD serializes")
     )
 }
 

@@ -3,53 +3,59 @@
 //! the pods of a running release's not-yet-pulled-in batch wait for that release.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use triton_core::names::READY_GATE;
+use triton_core::names::{INSTANCE_LABEL, READY_GATE};
 use triton_core::release::{BatchPhase, DeployPhase};
 
 use crate::crd::DeployFlow;
 use crate::observe;
 use crate::reconcile::{Context, Error, set_gate};
 
-/// Whether a running release holds this pod back.
-pub fn held(pod: &Pod, deployflows: &[Arc<DeployFlow>]) -> bool {
-    let ns = pod.namespace();
-    let instance = pod.labels().get("app.kubernetes.io/instance").cloned();
+/// Whether a running release holds this pod back: only a pod of the current, started batch,
+/// before the batch is pulled in (DESIGN §2, decision 2). A batch's start is recorded before the
+/// CloneSet write that creates its pods, so no pod of it exists while it is Pending. A pod the batch has not claimed counts as its own
+/// while the batch still misses pods; any other pod (a replacement of a baked pod, of an older
+/// revision, of an action that does not pull in) is not held.
+pub fn held(pod: &Pod, deployflows: &[DeployFlow]) -> bool {
     let name = pod.name_any();
     deployflows.iter().any(|df| {
         let status = df.status.clone().unwrap_or_default();
-        let running =
-            !status.finished && status.phase.weight() < DeployPhase::BatchFinished.weight();
-        if df.namespace() != ns
-            || Some(&df.spec.application.instance_name) != instance.as_ref()
-            || !running
-            || !df.spec.pull_in()
+        if status.finished || status.phase != DeployPhase::BatchStarted || !df.spec.pull_in() {
+            return false;
+        }
+        let Some(cur) = status.current() else {
+            return false;
+        };
+        let unbaked = matches!(
+            cur.phase,
+            BatchPhase::Smoking | BatchPhase::Smoked | BatchPhase::SmokeFailed
+        );
+        if !unbaked || cur.pulled_in_at.is_some() {
+            return false;
+        }
+        if let (Some(update), Some(rev)) = (&status.update_revision, observe::revision(pod))
+            && update != rev
         {
             return false;
         }
-        // Pods already pulled in by this release are not held; nor are pods of an older revision.
-        let pulled: Vec<String> = status
-            .conditions
-            .iter()
-            .flatten()
-            .filter(|c| c.pulled_in_at.is_some() || c.phase == BatchPhase::Baked)
-            .flat_map(|c| c.pods.iter().flatten().map(|p| p.name.clone()))
-            .collect();
-        if pulled.contains(&name) {
-            return false;
+        let claimed: Vec<&str> = cur.pods.iter().flatten().map(|p| p.name.as_str()).collect();
+        if claimed.contains(&name.as_str()) {
+            return true;
         }
-        match (&status.update_revision, observe::revision(pod)) {
-            (Some(update), Some(rev)) => update == rev,
-            _ => true,
-        }
+        let elsewhere = status.pods.iter().flatten().any(|n| n == &name)
+            || status.pods_at_start.iter().flatten().any(|n| n == &name);
+        !elsewhere && (claimed.len() as i32) < cur.batch_size
     })
 }
 
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if !ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Requeue::await_change());
+    }
+    ctx.synced().await;
     if !observe::has_gate(&pod)
         || observe::is_true(&pod, READY_GATE)
         || observe::is_terminating(&pod)
@@ -59,17 +65,97 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
     if !observe::is_true(&pod, "ContainersReady") || observe::is_failing(&pod) {
         return Ok(Requeue::await_change());
     }
-    let dfs = ctx.deployflows.get().map(|s| s.state()).unwrap_or_default();
+    let dfs = ctx.deployflows_of(
+        pod.namespace().as_deref().unwrap_or_default(),
+        pod.labels().get(INSTANCE_LABEL).map(String::as_str),
+    );
     if held(&pod, &dfs) {
         return Ok(Requeue::await_change());
     }
     tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), "pulling in a pod no release holds");
-    set_gate(&ctx.client, &pod, "True", "NotHeld").await?;
+    set_gate(&ctx.client, &pod, true, "NotHeld").await?;
+    ctx.backoff.succeeded(&format!("pod/{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
     Ok(Requeue::await_change())
 }
 
 pub fn error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.api_error(error.category());
-    tracing::warn!(pod = %pod.name_any(), %error, "pulling in a pod failed; retrying");
-    Requeue::requeue(Duration::from_secs(2))
+    let wait = ctx.backoff.failed(&format!("pod/{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+    tracing::warn!(pod = %pod.name_any(), %error, retry_in = ?wait, "pulling in a pod failed; retrying");
+    Requeue::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use triton_core::names::REVISION_LABEL;
+
+    fn pod(name: &str, rev: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns",
+            "labels": {INSTANCE_LABEL: "app", REVISION_LABEL: rev}}}))
+        .unwrap()
+    }
+
+    fn release(action: &str, batches: Value, pods: &[&str]) -> DeployFlow {
+        serde_json::from_value(json!({
+            "apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow",
+            "metadata": {"name": "app-v2", "namespace": "ns"},
+            "spec": {"action": action, "application": {"appID": 1, "groupID": 2, "appName": "app",
+                "instanceName": "app", "replicas": 3, "selector": {}, "template": {}}},
+            "status": {"phase": "BatchStarted", "updateRevision": "rev2", "conditions": batches, "pods": pods,
+                "startedAt": null, "finishedAt": null, "updatedAt": null}
+        }))
+        .unwrap()
+    }
+
+    fn batch(n: i32, phase: &str, size: i32, pods: &[&str], pulled_in: bool) -> Value {
+        json!({"batch": n, "batchSize": size, "canary": false, "phase": phase,
+            "startedAt": null, "finishedAt": null,
+            "pulledInAt": if pulled_in { json!("2026-11-29T10:00:00Z") } else { Value::Null },
+            "pods": pods.iter().map(|p| json!({"name": p, "ip": "", "port": 0, "phase": ""})).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn a_pod_of_the_current_unbaked_batch_is_held() {
+        let df = release("update", json!([batch(1, "Smoking", 1, &["new-1"], false)]), &["new-1"]);
+        assert!(held(&pod("new-1", "rev2"), &[df]));
+    }
+
+    #[test]
+    fn a_new_pod_the_batch_has_not_claimed_yet_is_held_while_the_batch_misses_pods() {
+        let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
+        assert!(held(&pod("new-1", "rev2"), &[df]));
+        let df = release("update", json!([batch(1, "Pending", 1, &[], false)]), &[]);
+        assert!(!held(&pod("new-1", "rev2"), &[df]), "a batch not started has no pods");
+    }
+
+    #[test]
+    fn the_replacement_of_a_baked_pod_is_not_held_while_the_release_waits() {
+        // Batch 1 baked (new-1 deleted, replaced by new-1b); batch 2 not started yet.
+        let df = release(
+            "update",
+            json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Pending", 1, &[], false)]),
+            &["new-1"],
+        );
+        assert!(!held(&pod("new-1b", "rev2"), std::slice::from_ref(&df)));
+        // Once batch 2 has its pod, a further new pod is not held either.
+        let df = release(
+            "update",
+            json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Smoking", 1, &["new-2"], false)]),
+            &["new-1", "new-2"],
+        );
+        assert!(held(&pod("new-2", "rev2"), std::slice::from_ref(&df)));
+        assert!(!held(&pod("new-1b", "rev2"), &[df]));
+    }
+
+    #[test]
+    fn pods_of_an_older_revision_a_pulled_in_batch_or_a_restart_are_not_held() {
+        let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
+        assert!(!held(&pod("old-1", "rev1"), &[df]));
+        let df = release("update", json!([batch(1, "Smoked", 1, &["new-1"], true)]), &["new-1"]);
+        assert!(!held(&pod("new-1", "rev2"), &[df]), "the engine sets its gate itself");
+        let df = release("restart", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
+        assert!(!held(&pod("new-1", "rev2"), &[df]));
+    }
 }

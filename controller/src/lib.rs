@@ -1,16 +1,19 @@
 //! triton-controller: the DeployFlow release engine.
 //!
 //! * [`crd`]: the DeployFlow types (and [`crdgen`], the checked-in CRD YAML);
-//! * [`reconcile`]: one step of the release state machine per event;
+//! * [`engine`]: the release steps as pure functions (status + effects), unit-tested;
+//! * [`reconcile`]: the executor that reads the caches and applies an engine decision;
 //! * [`gates`]: pulls in gated pods no release holds back;
 //! * [`observe`]: pod phases, batch attribution and pull-in checks (pure);
 //! * `triton_core::release`: the batch arithmetic and predicates (pure).
 
 pub mod crd;
 pub mod crdgen;
+pub mod engine;
 pub mod gates;
 pub mod metrics;
 pub mod observe;
+pub mod raw;
 pub mod reconcile;
 
 use std::convert::Infallible;
@@ -26,14 +29,16 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use triton_core::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use serde_json::json;
+use tokio::sync::watch;
+use triton_core::names::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
-use crate::crd::DeployFlow;
+use crate::raw::{RawCloneSet, RawDeployFlow};
 use crate::reconcile::Context;
 
 /// Triton's release controller: reconciles DeployFlows (apps.triton.io/v1alpha1), drives their
@@ -79,147 +84,177 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
 }
 
-fn store<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, impl std::future::Future<Output = ()>)
+/// One shared reflector per kind: a cache, a subscription handle for the controllers that
+/// react to the kind, and the future that keeps both fed.
+fn shared<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    dyntype: K::DynamicType,
+) -> (Store<K>, ReflectHandle<K>, impl Future<Output = ()> + Send)
 where
-    K: kube::Resource<DynamicType = ()>
+    K: kube::Resource
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, cfg))
+    let writer = Writer::new_shared(SUBSCRIBE_BUFFER, dyntype);
+    let reader = writer.as_reader();
+    let handle = writer.subscribe().expect("a shared writer");
+    let fut = watcher(api, cfg)
         .default_backoff()
-        .touched_objects();
-    (reader, async move {
-        stream.for_each(|_| async {}).await;
-    })
+        .reflect_shared(writer)
+        .for_each(|_| async {});
+    (reader, handle, fut)
 }
 
-/// DeployFlows (unfinished) of the CloneSet instance a labelled object belongs to.
+const SUBSCRIBE_BUFFER: usize = 1024;
+
+/// The unfinished DeployFlows of the instance a labelled object belongs to (all of the
+/// namespace when `instance` is `None`), read from the untyped cache.
 fn deployflows_of(
-    dfs: &Store<DeployFlow>,
+    dfs: &Store<RawDeployFlow>,
     ns: Option<String>,
     instance: Option<&String>,
-) -> Vec<ObjectRef<DeployFlow>> {
+) -> Vec<ObjectRef<RawDeployFlow>> {
     dfs.state()
         .iter()
+        .filter(|d| d.metadata.namespace == ns)
         .filter(|d| {
-            d.namespace() == ns && instance.is_none_or(|i| &d.spec.application.instance_name == i)
+            instance.is_none_or(|i| d.data["spec"]["application"]["instanceName"] == json!(i))
         })
-        .filter(|d| !d.status.as_ref().is_some_and(|s| s.finished))
+        .filter(|d| d.data["status"]["finished"] != json!(true))
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }
 
+/// A stream that yields once each time `leading` turns true (and never ends).
+fn on_leading(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(leading, |mut rx| async move {
+        loop {
+            if rx.changed().await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let (pods, pods_task) = store(Api::<Pod>::all(client.clone()), managed());
-    let (services, services_task) = store(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let (slices, slices_task) = store(
+    let (pods, pods_sub, pods_task) = shared(Api::<Pod>::all(client.clone()), managed(), ());
+    let (slices, slices_sub, slices_task) = shared(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
+        (),
     );
+    let (clonesets, cs_sub, cs_task) = shared(
+        Api::<RawCloneSet>::all(client.clone()),
+        watcher::Config::default(),
+        (),
+    );
+    let (dfs, dfs_sub, dfs_task) = shared(
+        Api::<RawDeployFlow>::all(client.clone()),
+        watcher::Config::default(),
+        (),
+    );
+    let (services_writer, services) = {
+        let w = Writer::<Service>::default();
+        let r = w.as_reader();
+        (w, r)
+    };
+    let services_task = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(services_writer)
+        .for_each(|_| async {});
     tokio::spawn(pods_task);
-    tokio::spawn(services_task);
     tokio::spawn(slices_task);
+    tokio::spawn(cs_task);
+    tokio::spawn(dfs_task);
+    tokio::spawn(services_task);
 
     let reporter = Reporter {
         controller: args.name.clone(),
         instance: args.pod_name.clone(),
     };
+    let failpoint = std::env::var("TRITON_CONTROLLER_FAILPOINT")
+        .ok()
+        .and_then(|s| reconcile::Failpoint::parse(&s));
+    if let Some(fp) = &failpoint {
+        tracing::warn!(?fp, "TRITON_CONTROLLER_FAILPOINT is set: this controller aborts at it (a test hook)");
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         pods: pods.clone(),
         services: services.clone(),
         slices: slices.clone(),
-        deployflows: Default::default(),
+        clonesets: clonesets.clone(),
+        deployflows: dfs.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: Default::default(),
+        backoff: Default::default(),
+        leading: AtomicBool::new(!args.leader_elect),
+        failpoint,
     });
+    let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
-    let dfs_api = Api::<DeployFlow>::all(client.clone());
-    // A cache of its own for the mappers and the gate controller (the controller's own store
-    // never reported ready in kube-runtime 5 when read from outside the controller).
-    let (df_store, dfs_task) = store(dfs_api.clone(), watcher::Config::default());
-    tokio::spawn(dfs_task);
-    let _ = ctx.deployflows.set(df_store.clone());
-    let df_controller = Controller::new(dfs_api.clone(), watcher::Config::default());
-    let (for_pods, for_slices) = (df_store.clone(), df_store.clone());
-    let df_controller = df_controller
-        .owns_with(
-            Api::<DynamicObject>::all_with(client.clone(), &reconcile::cloneset_resource()),
-            reconcile::cloneset_resource(),
-            managed(),
-        )
-        .watches(Api::<Pod>::all(client.clone()), managed(), move |pod| {
-            deployflows_of(
-                &for_pods,
-                pod.namespace(),
-                pod.labels().get("app.kubernetes.io/instance"),
-            )
+    let (for_pods, for_cs, for_slices) = (dfs.clone(), dfs.clone(), dfs.clone());
+    let df_controller = Controller::for_shared_stream(dfs_sub.clone(), dfs.clone())
+        .watches_shared_stream(pods_sub.clone(), move |pod: Arc<Pod>| {
+            deployflows_of(&for_pods, pod.namespace(), pod.labels().get(INSTANCE_LABEL))
         })
-        .watches(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-            move |slice| deployflows_of(&for_slices, slice.namespace(), None),
-        )
+        .watches_shared_stream(cs_sub, move |cs: Arc<RawCloneSet>| {
+            deployflows_of(&for_cs, cs.namespace(), Some(&cs.name_any()))
+        })
+        .watches_shared_stream(slices_sub, move |slice: Arc<EndpointSlice>| {
+            deployflows_of(&for_slices, slice.namespace(), None)
+        })
+        .reconcile_all_on(on_leading(leading_rx.clone()))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let pods_for_dfs = pods.clone();
-    let gate_controller = Controller::new(Api::<Pod>::all(client.clone()), managed())
-        .watches(
-            dfs_api,
-            watcher::Config::default(),
-            move |df: DeployFlow| {
-                let instance = df.spec.application.instance_name.clone();
+    let gate_controller = Controller::for_shared_stream(pods_sub, pods.clone())
+        .watches_shared_stream(
+            dfs_sub,
+            move |df: Arc<RawDeployFlow>| {
+                let instance = df.data["spec"]["application"]["instanceName"].clone();
                 pods_for_dfs
                     .state()
                     .iter()
                     .filter(|p| {
                         p.namespace() == df.namespace()
-                            && p.labels().get("app.kubernetes.io/instance") == Some(&instance)
+                            && p.labels().get(INSTANCE_LABEL).map(|i| json!(i)) == Some(instance.clone())
                     })
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_all_on(on_leading(leading_rx))
         .shutdown_on_signal()
         .run(gates::reconcile, gates::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let ready = Arc::new(AtomicBool::new(false));
     {
-        let ready = ready.clone();
-        let (pods, services, slices, dfs) = (
-            pods.clone(),
-            services.clone(),
-            slices.clone(),
-            df_store.clone(),
-        );
+        let (ready, ctx) = (ready.clone(), ctx.clone());
         tokio::spawn(async move {
-            let _ = pods.wait_until_ready().await;
-            tracing::info!(cache = "pods", "cache synced");
-            let _ = services.wait_until_ready().await;
-            tracing::info!(cache = "services", "cache synced");
-            let _ = slices.wait_until_ready().await;
-            tracing::info!(cache = "endpointslices", "cache synced");
-            let _ = dfs.wait_until_ready().await;
+            ctx.synced().await;
             ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced; ready");
         });
     }
     tokio::spawn(admin(args.admin_listen, ready, ctx.clone()));
     tracing::info!(admin = %args.admin_listen, "triton-controller running");
+    let controllers = async { tokio::join!(df_controller, gate_controller) };
     if !args.leader_elect {
-        tokio::join!(df_controller, gate_controller);
+        controllers.await;
         tracing::info!("stopped");
         return Ok(());
     }
@@ -240,18 +275,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     let (mut leading, election) = manager.watch().await;
     tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead (Lease triton-controller)");
-    while !*leading.borrow_and_update() {
-        leading.changed().await?;
-    }
-    tracing::info!(%identity, "became the leader");
+    let lead = async {
+        while !*leading.borrow_and_update() {
+            leading.changed().await?;
+        }
+        tracing::info!(%identity, "became the leader");
+        ctx.leading.store(true, Ordering::SeqCst);
+        let _ = leading_tx.send(true);
+        while leading.changed().await.is_ok() && *leading.borrow() {}
+        anyhow::Ok(())
+    };
     tokio::select! {
-        _ = async { tokio::join!(df_controller, gate_controller) } => {
+        _ = controllers => {
             tracing::info!("stopped");
             drop(leading);
             let _ = election.await;
             Ok(())
         }
-        _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => {
+        r = lead => {
+            r?;
             anyhow::bail!("lost the Lease; exiting so that a single leader reconciles")
         }
     }
@@ -284,13 +326,10 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                             "caches not synced".to_string(),
                         ),
                         "/metrics" => {
-                            if let Some(dfs) = ctx.deployflows.get() {
-                                ctx.metrics.set_releases(
-                                    dfs.state()
-                                        .iter()
-                                        .map(|d| d.status.clone().unwrap_or_default().phase),
-                                );
-                            }
+                            ctx.metrics.set_releases(ctx.deployflows.state().iter().map(|d| {
+                                serde_json::from_value(d.data["status"]["phase"].clone())
+                                    .unwrap_or_default()
+                            }));
                             (StatusCode::OK, ctx.metrics.encode())
                         }
                         other => (StatusCode::NOT_FOUND, format!("no such path: {other}")),

@@ -41,6 +41,7 @@ pub struct Metrics {
     transition_latency: Histogram,
     reconcile: Histogram,
     errors: Family<ErrorLabels, Counter>,
+    undecodable: Counter,
 }
 
 /// Every phase, so the releases gauge reports zeros too.
@@ -64,6 +65,12 @@ impl Default for Metrics {
         let transition_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let reconcile = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let errors = Family::<ErrorLabels, Counter>::default();
+        let undecodable = Counter::default();
+        registry.register(
+            "undecodable_deployflows",
+            "DeployFlows skipped because the controller cannot read them (see their Invalid Events)",
+            undecodable.clone(),
+        );
         registry.register("releases", "DeployFlows by phase", releases.clone());
         registry.register(
             "phase_transitions",
@@ -92,6 +99,7 @@ impl Default for Metrics {
             transition_latency,
             reconcile,
             errors,
+            undecodable,
         }
     }
 }
@@ -121,6 +129,9 @@ impl Metrics {
     }
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.observe(took.as_secs_f64());
+    }
+    pub fn undecodable(&self) {
+        self.undecodable.inc();
     }
     pub fn api_error(&self, category: &'static str) {
         self.errors.get_or_create(&ErrorLabels { category }).inc();

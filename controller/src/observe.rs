@@ -8,7 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde_json::Value;
-use triton_core::names::READY_GATE;
+use triton_core::names::{READY_GATE, RELEASE_ANNOTATION, REVISION_LABEL};
 
 /// Pull-in statuses (reference §4.4).
 pub const PULL_IN_SUCCEEDED: &str = "PullInSucceeded";
@@ -31,6 +31,27 @@ pub struct CloneSetView {
 pub struct CloneSetSpecView {
     #[serde(default)]
     pub replicas: i32,
+    #[serde(default)]
+    pub update_strategy: UpdateStrategyView,
+    #[serde(default)]
+    pub scale_strategy: ScaleStrategyView,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategyView {
+    /// An int or a percentage; Triton only writes ints.
+    #[serde(default)]
+    pub partition: Option<Value>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleStrategyView {
+    #[serde(default)]
+    pub pods_to_delete: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -60,16 +81,34 @@ impl CloneSetView {
     pub fn caught_up(&self) -> bool {
         self.metadata.generation.unwrap_or(0) == self.status.observed_generation
     }
-    /// UID of the controller owner, if it is a DeployFlow.
-    pub fn controller_deployflow(&self) -> Option<(&str, &str)> {
+    /// The DeployFlow releasing this CloneSet (annotation `apps.triton.io/deployflow`).
+    pub fn released_by(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(RELEASE_ANNOTATION)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+    /// Whether an older Triton left a DeployFlow owner reference (which lets the garbage
+    /// collector delete the CloneSet with the DeployFlow).
+    pub fn has_deployflow_owner(&self) -> bool {
         self.metadata
             .owner_references
-            .as_ref()?
             .iter()
-            .find_map(|r| {
-                (r.controller == Some(true) && r.kind == "DeployFlow")
-                    .then_some((r.name.as_str(), r.uid.as_str()))
-            })
+            .flatten()
+            .any(|r| r.kind == "DeployFlow" && r.api_version.starts_with("apps.triton.io/"))
+    }
+    /// `spec.updateStrategy.partition` when it is a number.
+    pub fn partition(&self) -> Option<i32> {
+        match self.spec.update_strategy.partition.as_ref()? {
+            Value::Number(n) => n.as_i64().map(|n| n as i32),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+    pub fn pods_to_delete(&self) -> &[String] {
+        self.spec.scale_strategy.pods_to_delete.as_deref().unwrap_or(&[])
     }
 }
 
@@ -111,11 +150,77 @@ pub fn pod_phase(pod: &Pod) -> String {
     }
 }
 
-/// A pod is failing when a container restarted and it is not ContainersReady now, or its phase
-/// is Failed (the reference ignored ContainersReady, §9 item 9).
+/// A pod is failing when a container restarted and it is not ContainersReady now, its phase is
+/// Failed (the reference ignored ContainersReady, §9 item 9), or a container waits for a reason
+/// that does not clear by itself ([`TERMINAL_WAITING_REASONS`]).
 pub fn is_failing(pod: &Pod) -> bool {
     let phase_failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
-    phase_failed || (restarts(pod) > 0 && !is_true(pod, "ContainersReady"))
+    phase_failed
+        || (restarts(pod) > 0 && !is_true(pod, "ContainersReady"))
+        || terminal_reason(pod).is_some()
+}
+
+/// Container waiting reasons that do not clear without a change to the pod's spec or config:
+/// a pod in one of them fails its batch at once instead of at the smoke timeout.
+pub const TERMINAL_WAITING_REASONS: [&str; 5] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RunContainerError",
+];
+
+/// Why a pod is not ready, for status messages: a container's waiting or terminated reason,
+/// the scheduler's verdict, or the pod phase.
+pub fn not_ready_reason(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let containers = status
+        .into_iter()
+        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()));
+    for c in containers {
+        let Some(state) = c.state.as_ref() else { continue };
+        if let Some(w) = state.waiting.as_ref().filter(|_| !c.ready)
+            && let Some(reason) = w.reason.as_deref()
+        {
+            return match w.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{reason}: {}", truncate(m, 120)),
+                None => reason.to_string(),
+            };
+        }
+    }
+    if let Some(c) = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"))
+    {
+        let reason = c.reason.as_deref().unwrap_or("not scheduled");
+        return match c.message.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => format!("{reason}: {}", truncate(m, 120)),
+            None => reason.to_string(),
+        };
+    }
+    if restarts(pod) > 0 && !is_true(pod, "ContainersReady") {
+        return format!("restarting ({} restarts)", restarts(pod));
+    }
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    format!("{phase}, containers not ready")
+}
+
+/// A waiting reason that will not clear by itself (see [`TERMINAL_WAITING_REASONS`]).
+pub fn terminal_reason(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .find(|r| TERMINAL_WAITING_REASONS.contains(&r.as_str()))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Whether a pod has passed its smoke test: containers ready (or fully Ready).
@@ -134,7 +239,7 @@ pub fn revision(pod: &Pod) -> Option<&str> {
     pod.metadata
         .labels
         .as_ref()?
-        .get("controller-revision-hash")
+        .get(REVISION_LABEL)
         .map(String::as_str)
 }
 

@@ -29,3 +29,17 @@ pub const KRUISE_GROUP: &str = "apps.kruise.io";
 pub const CLONESET_KIND: &str = "CloneSet";
 /// Readiness gates Kruise adds itself; never removed or duplicated by Triton.
 pub const KRUISE_GATES: [&str; 2] = ["InPlaceUpdateReady", "KruisePodReady"];
+
+/// Annotation on a CloneSet naming the DeployFlow that is releasing it. It marks the release's
+/// hold on the CloneSet instead of an owner reference, so deleting a DeployFlow never lets the
+/// garbage collector delete the application.
+pub const RELEASE_ANNOTATION: &str = "apps.triton.io/deployflow";
+/// Finalizer on DeployFlows: a deleted DeployFlow's running release is cancelled and its hold on
+/// the CloneSet released before the object goes.
+pub const RELEASE_FINALIZER: &str = "apps.triton.io/release";
+/// Label naming the CloneSet instance of a pod (and of the CloneSet).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Label naming the application.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Pod label with the CloneSet revision a pod runs.
+pub const REVISION_LABEL: &str = "controller-revision-hash";

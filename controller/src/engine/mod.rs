@@ -1,0 +1,268 @@
+//! The release engine as pure functions: each step reads a snapshot of the cluster (a
+//! [`World`]: the DeployFlow, its CloneSet, its pods, Services and EndpointSlices, the time) and
+//! returns a [`Decision`]: the new status and the effects that carry it out. The executor
+//! (`crate::reconcile`) applies it; nothing here talks to a server, so every decision is
+//! unit-tested with fixtures (`tests.rs`).
+//!
+//! Effects come in two lists, and the order is the safety argument:
+//! * `before` the status write: idempotent writes computed from the spec and the recorded status
+//!   (create or adopt the CloneSet, set gates, cancel, release, pause in the spec). Repeating
+//!   them after a crash or a stale read changes nothing.
+//! * `after` the status write: writes that act on a decision just recorded in the status (the
+//!   pods a batch's finish deletes, a batch's start). The status write carries a
+//!   resourceVersion precondition, so a step computed from a stale cache loses the write and
+//!   never acts; a step that crashed after the write is completed by the next one from the
+//!   recorded decision, never re-decided.
+//!
+//! Submodules follow the release's seams: [`cloneset`] (the CloneSet manifest and patches),
+//! [`acquire`] (Pending and Initializing), [`batch`] (a batch's steps), [`interrupts`] (cancel,
+//! pause, resume, deletion).
+
+pub mod acquire;
+pub mod batch;
+pub mod cloneset;
+pub mod interrupts;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde_json::Value;
+use triton_core::release::{CurrentBatch, DeployPhase, Desired};
+
+use crate::crd::{DeployFlow, DeployFlowSpec, DeployFlowStatus};
+use crate::observe::CloneSetView;
+
+/// Another DeployFlow that holds the CloneSet (named by its release annotation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holder {
+    pub name: String,
+    /// Not finished.
+    pub running: bool,
+    pub paused: bool,
+}
+
+/// What a step sees: one consistent read of the caches, and the time.
+pub struct World<'a> {
+    pub df: &'a DeployFlow,
+    /// The CloneSet `spec.application.instanceName`, from the watch cache.
+    pub cloneset: Option<&'a CloneSetView>,
+    /// The pods of that instance (label `app.kubernetes.io/instance`) in the namespace.
+    pub pods: &'a [Pod],
+    /// Services and EndpointSlices of the namespace.
+    pub services: &'a [Service],
+    pub slices: &'a [EndpointSlice],
+    /// The other DeployFlow named by the CloneSet's release annotation, if any and not this one.
+    pub holder: Option<Holder>,
+    pub now: Timestamp,
+}
+
+/// A write the executor performs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Create the CloneSet from this manifest (AlreadyExists counts as done).
+    CreateCloneSet(Value),
+    /// Merge-patch the CloneSet.
+    PatchCloneSet(Value),
+    /// Set the readiness-gate condition of a pod (UID precondition; a gone pod is skipped).
+    SetGate {
+        pod: String,
+        uid: Option<String>,
+        ready: bool,
+        reason: &'static str,
+    },
+    /// Merge-patch the DeployFlow itself (its spec), with a resourceVersion precondition.
+    PatchSpec(Value),
+    /// Mark another, paused DeployFlow of the same CloneSet `Aborted`.
+    Abort { name: String },
+    /// An Event on the DeployFlow.
+    Event {
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    },
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub before: Vec<Effect>,
+    pub status: DeployFlowStatus,
+    pub after: Vec<Effect>,
+    /// Run again after this long even without an event (timers: intervals, timeouts).
+    pub requeue: Option<Duration>,
+}
+
+/// One release step of a DeployFlow that is not being deleted.
+pub fn step(w: &World) -> Decision {
+    let mut s = Step::new(w);
+    if !s.status.finished {
+        s.run();
+    }
+    s.decision()
+}
+
+/// The step of a DeployFlow being deleted: a running release is cancelled and the CloneSet
+/// released; the executor then removes the finalizer.
+pub fn cleanup(w: &World) -> Decision {
+    let mut s = Step::new(w);
+    if !s.status.finished && s.status.phase != DeployPhase::New {
+        s.cancel("the DeployFlow was deleted");
+    } else if s.owned().is_some() {
+        let patch = cloneset::release_patch(s.owned().unwrap(), false);
+        s.before.push(Effect::PatchCloneSet(patch));
+    }
+    s.decision()
+}
+
+/// The state of a step in progress: the status being built and the effects so far.
+pub(crate) struct Step<'w, 'a> {
+    pub w: &'w World<'a>,
+    pub status: DeployFlowStatus,
+    pub before: Vec<Effect>,
+    pub after: Vec<Effect>,
+    pub requeue: Option<Duration>,
+}
+
+impl<'w, 'a> Step<'w, 'a> {
+    fn new(w: &'w World<'a>) -> Self {
+        Step {
+            w,
+            status: w.df.status.clone().unwrap_or_default(),
+            before: Vec::new(),
+            after: Vec::new(),
+            requeue: None,
+        }
+    }
+
+    fn decision(self) -> Decision {
+        Decision {
+            before: self.before,
+            status: self.status,
+            after: self.after,
+            requeue: self.requeue,
+        }
+    }
+
+    pub fn spec(&self) -> &'a DeployFlowSpec {
+        &self.w.df.spec
+    }
+
+    pub fn cs_name(&self) -> &'a str {
+        &self.w.df.spec.application.instance_name
+    }
+
+    pub fn now(&self) -> Time {
+        Time(self.w.now)
+    }
+
+    /// Time since `t` (zero if `t` is in the future).
+    pub fn since(&self, t: &Time) -> Duration {
+        let d = self.w.now.duration_since(t.0);
+        Duration::from_secs_f64(d.as_secs_f64().max(0.0))
+    }
+
+    /// Asks to run again after `d` at the latest.
+    pub fn requeue_after(&mut self, d: Duration) {
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    /// The CloneSet, if this release holds it (its release annotation names this DeployFlow).
+    pub fn owned(&self) -> Option<&'a CloneSetView> {
+        self.w
+            .cloneset
+            .filter(|cs| cs.released_by() == Some(self.w.df.name_any().as_str()))
+    }
+
+    pub fn set_phase(&mut self, phase: DeployPhase, message: Option<String>) {
+        self.status.phase = phase;
+        self.status.message = message;
+        if phase.is_terminal() {
+            self.status.finished = true;
+            self.status.finished_at = Some(self.now());
+        }
+    }
+
+    pub fn wait(&mut self, message: String) {
+        self.status.message = Some(message);
+    }
+
+    pub fn event(&mut self, warning: bool, reason: &'static str, note: String) {
+        self.after.push(Effect::Event {
+            warning,
+            reason,
+            note,
+        });
+    }
+
+    pub fn current(&self) -> Option<CurrentBatch> {
+        self.status.current().map(|c| CurrentBatch {
+            batch: c.batch,
+            phase: c.phase,
+            canary: c.canary,
+        })
+    }
+
+    pub fn desired(&self) -> Desired {
+        Desired {
+            stage: self.spec().stage(),
+            batches: self.spec().base().batches,
+            auto: self.spec().auto(),
+            canary_enabled: self.spec().canary() > 0,
+        }
+    }
+
+    /// The release's counts at its start (see `StartCounts`).
+    pub fn start_counts(&self) -> StartCounts {
+        StartCounts::from_status(&self.status, self.spec().application.replicas)
+    }
+
+    fn run(&mut self) {
+        if self.status.phase.weight() < DeployPhase::BatchFinished.weight() && self.interrupts() {
+            return;
+        }
+        match self.status.phase {
+            DeployPhase::New => self.set_phase(DeployPhase::Pending, None),
+            DeployPhase::Pending if self.status.paused => {
+                self.wait("paused before the release started".into())
+            }
+            DeployPhase::Pending => self.pending(),
+            DeployPhase::Initializing => self.initializing(),
+            DeployPhase::BatchStarted if self.status.paused => {}
+            DeployPhase::BatchStarted => self.batch_started(),
+            DeployPhase::BatchFinished => self.batch_finished(),
+            _ => {}
+        }
+    }
+
+    /// The release fails, naming why; the CloneSet is released when this release still holds it.
+    pub fn fail(&mut self, message: String) {
+        if let Some(cs) = self.owned() {
+            self.before
+                .push(Effect::PatchCloneSet(cloneset::release_patch(cs, true)));
+        }
+        self.set_phase(DeployPhase::Failed, Some(message));
+    }
+}
+
+/// The CloneSet's counts when the release started, kept in the status (`replicasAtStart`,
+/// `updatedAtStart`) so a restarted controller resumes with the same batch targets.
+#[derive(Clone, Copy, Debug)]
+pub struct StartCounts {
+    pub replicas_at_start: i32,
+    pub updated_at_start: i32,
+}
+
+impl StartCounts {
+    fn from_status(status: &DeployFlowStatus, replicas: i32) -> Self {
+        Self {
+            replicas_at_start: status.replicas_at_start.unwrap_or(replicas),
+            updated_at_start: status.updated_at_start.unwrap_or(0),
+        }
+    }
+}

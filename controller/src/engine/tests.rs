@@ -1,0 +1,556 @@
+//! The release steps, decided without a cluster: fixtures for a DeployFlow, its CloneSet and its
+//! pods at a given point of a release, and what the engine decides there.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+use triton_core::names::*;
+use triton_core::release::{BatchPhase, DeployPhase};
+
+use super::*;
+use crate::crd::DeployFlow;
+use crate::observe::CloneSetView;
+
+const T0: &str = "2026-11-29T10:00:00Z";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// `secs` after T0.
+fn at(secs: i64) -> Timestamp {
+    ts(T0) + k8s_openapi::jiff::SignedDuration::from_secs(secs)
+}
+
+fn at_str(secs: i64) -> String {
+    at(secs).to_string()
+}
+
+struct Fixture {
+    df: Value,
+    cs: Option<Value>,
+    pods: Vec<Pod>,
+    holder: Option<Holder>,
+    now: Timestamp,
+}
+
+fn flow(action: &str, replicas: i32, strategy: Value) -> Fixture {
+    let key = if ["create", "update", "rollback"].contains(&action) {
+        "updateStrategy"
+    } else {
+        "nonUpdateStrategy"
+    };
+    Fixture {
+        df: json!({
+            "apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow",
+            "metadata": {"name": "app-v2", "namespace": "ns", "uid": "df-uid", "resourceVersion": "10", "generation": 1},
+            "spec": {"action": action, "application": {"appID": 1, "groupID": 2, "appName": "app",
+                "instanceName": "app", "replicas": replicas, "selector": {},
+                "template": {"spec": {"containers": [{"name": "main", "image": "nginx:1.26"}]}}},
+                key: strategy}
+        }),
+        cs: None,
+        pods: vec![],
+        holder: None,
+        now: at(0),
+    }
+}
+
+impl Fixture {
+    fn status(mut self, status: Value) -> Self {
+        self.df["status"] = status;
+        self
+    }
+    /// A CloneSet held by this release (annotation), caught up, with these counts.
+    fn cloneset(mut self, replicas: i32, partition: Option<i32>, ready: i32) -> Self {
+        self.cs = Some(json!({
+            "metadata": {"name": "app", "namespace": "ns", "generation": 3, "resourceVersion": "7",
+                "annotations": {RELEASE_ANNOTATION: "app-v2"}},
+            "spec": {"replicas": replicas, "updateStrategy": {"partition": partition}},
+            "status": {"observedGeneration": 3, "replicas": replicas, "readyReplicas": ready,
+                "updatedReplicas": ready, "updatedReadyReplicas": ready, "updateRevision": "app-rev2"}
+        }));
+        self
+    }
+    fn cs_set(mut self, pointer: &str, v: Value) -> Self {
+        *self.cs.as_mut().unwrap().pointer_mut(pointer).unwrap() = v;
+        self
+    }
+    fn pod(mut self, p: Pod) -> Self {
+        self.pods.push(p);
+        self
+    }
+    fn now(mut self, secs: i64) -> Self {
+        self.now = at(secs);
+        self
+    }
+    fn decide(&self) -> Decision {
+        let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
+        let cs: Option<CloneSetView> = self.cs.clone().map(|v| CloneSetView::from_value(v).unwrap());
+        let w = World {
+            df: &df,
+            cloneset: cs.as_ref(),
+            pods: &self.pods,
+            services: &[],
+            slices: &[],
+            holder: self.holder.clone(),
+            now: self.now,
+        };
+        step(&w)
+    }
+    fn cleanup(&self) -> Decision {
+        let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
+        let cs: Option<CloneSetView> = self.cs.clone().map(|v| CloneSetView::from_value(v).unwrap());
+        let w = World {
+            df: &df,
+            cloneset: cs.as_ref(),
+            pods: &self.pods,
+            services: &[],
+            slices: &[],
+            holder: None,
+            now: self.now,
+        };
+        super::cleanup(&w)
+    }
+}
+
+/// A pod of the instance: revision, conditions, restarts, created at T0 + `created` seconds.
+fn pod(name: &str, revision: &str, conds: &[(&str, &str)], restarts: i32, created: i64) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "creationTimestamp": at_str(created),
+            "labels": {INSTANCE_LABEL: "app", REVISION_LABEL: revision}},
+        "spec": {"containers": [{"name": "main", "image": "i"}], "readinessGates": [{"conditionType": READY_GATE}]},
+        "status": {"phase": "Running", "podIP": "10.244.0.9",
+            "conditions": conds.iter().map(|(t, s)| json!({"type": t, "status": s})).collect::<Vec<_>>(),
+            "containerStatuses": [{"name": "main", "image": "i", "imageID": "", "ready": restarts == 0, "restartCount": restarts}]}
+    }))
+    .unwrap()
+}
+
+fn ready_pod(name: &str, created: i64) -> Pod {
+    pod(name, "app-rev2", &[("ContainersReady", "True")], 0, created)
+}
+
+fn batch(n: i32, phase: &str, pods: &[&str], extra: Value) -> Value {
+    let mut b = json!({"batch": n, "batchSize": pods.len().max(1), "canary": false, "phase": phase,
+        "startedAt": at_str(0), "pulledInAt": null, "finishedAt": null,
+        "pods": pods.iter().map(|p| json!({"name": p, "ip": "", "port": 0, "phase": "ContainersReady", "pullInStatus": ""})).collect::<Vec<_>>()});
+    if let (Some(b), Some(extra)) = (b.as_object_mut(), extra.as_object()) {
+        b.extend(extra.clone());
+    }
+    b
+}
+
+fn running(batches: Vec<Value>, extra: Value) -> Value {
+    let mut s = json!({"phase": "BatchStarted", "replicasToProcess": 3, "batches": 3,
+        "replicasAtStart": 3, "updatedAtStart": 0, "conditions": batches,
+        "startedAt": at_str(0), "finishedAt": null, "updatedAt": null, "message": null});
+    if let (Some(s), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    s
+}
+
+fn current(d: &Decision) -> &crate::crd::BatchCondition {
+    d.status.current().expect("a current batch")
+}
+
+fn spec_pauses(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| {
+        matches!(e, Effect::PatchSpec(p) if p.pointer("/spec/updateStrategy/paused") == Some(&json!(true))
+            || p.pointer("/spec/nonUpdateStrategy/paused") == Some(&json!(true)))
+    })
+}
+
+fn cloneset_patches(effects: &[Effect]) -> Vec<&Value> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::PatchCloneSet(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- item 3: failure pauses are written into the spec and hold -------------------------------
+
+#[test]
+fn a_failing_pod_fails_the_batch_and_writes_the_pause_into_the_spec_before_the_status() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(4, Some(3), 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 3, 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.paused);
+    assert!(spec_pauses(&d.before), "the pause goes into the spec: {:?}", d.before);
+    assert!(!spec_pauses(&d.after), "and before the status write, not after");
+    let msg = d.status.message.clone().unwrap();
+    assert!(msg.contains("new-1") && msg.contains("restarting"), "{msg}");
+    assert!(
+        cloneset_patches(&d.before)
+            .iter()
+            .any(|p| p.pointer("/spec/updateStrategy/paused") == Some(&json!(true))),
+        "the CloneSet is paused too"
+    );
+}
+
+#[test]
+fn a_failure_pause_holds_while_the_spec_says_paused_even_when_the_pod_recovers() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": true}))
+        .status(running(
+            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+            json!({"paused": true, "message": "batch 1 failed"}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(ready_pod("new-1", 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.paused);
+    assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
+}
+
+#[test]
+fn resuming_a_failed_batch_whose_pod_still_fails_is_refused_and_the_spec_paused_again() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
+        .status(running(
+            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+            json!({"paused": true}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 4, 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.paused);
+    assert!(spec_pauses(&d.before));
+    let msg = d.status.message.clone().unwrap();
+    assert!(msg.starts_with("resume refused") && msg.contains("new-1"), "{msg}");
+    assert!(d.after.iter().any(|e| matches!(e, Effect::Event { reason: "ResumeRefused", .. })));
+}
+
+#[test]
+fn resuming_a_failed_batch_whose_pods_recovered_smokes_it_again_with_a_fresh_timer() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
+        .status(running(
+            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+            json!({"paused": true}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(ready_pod("new-1", 1))
+        .now(700)
+        .decide();
+    let c = current(&d);
+    assert_eq!(c.phase, BatchPhase::Smoking);
+    assert_eq!(c.smoke_started_at.as_ref().map(|t| t.0), Some(at(700)));
+    assert!(!d.status.paused);
+    assert!(
+        cloneset_patches(&d.before)
+            .iter()
+            .any(|p| p.pointer("/spec/updateStrategy/paused") == Some(&json!(false)))
+    );
+}
+
+#[test]
+fn resuming_a_bake_failed_batch_retries_the_pull_in() {
+    let d = flow("create", 1, json!({"mode": "auto"}))
+        .status(running(
+            vec![batch(1, "BakeFailed", &["new-1"], json!({"pulledInAt": at_str(5)}))],
+            json!({"paused": true}),
+        ))
+        .cloneset(1, None, 1)
+        .pod(ready_pod("new-1", 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::Smoked);
+    assert_eq!(current(&d).pulled_in_at, None);
+}
+
+// ---- item 4: a batch that cannot start says why, and fails at its smoke timeout ---------------
+
+fn unschedulable(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns", "creationTimestamp": at_str(1),
+            "labels": {INSTANCE_LABEL: "app", REVISION_LABEL: "app-rev2"}},
+        "spec": {"containers": [{"name": "main", "image": "i"}]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available"}]}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_smoking_batch_says_what_it_waits_for() {
+    let d = flow("create", 1, json!({"mode": "auto", "smokeTimeoutSeconds": 60}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(1, None, 0)
+        .pod(unschedulable("new-1"))
+        .now(10)
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::Smoking);
+    let msg = d.status.message.clone().unwrap();
+    assert!(msg.contains("new-1") && msg.contains("Unschedulable"), "{msg}");
+    let r = d.requeue.expect("a timer for the smoke timeout");
+    assert!(r > std::time::Duration::from_secs(49) && r < std::time::Duration::from_secs(51), "{r:?}");
+}
+
+#[test]
+fn a_batch_not_ready_within_its_smoke_timeout_fails_naming_the_pods_and_reasons() {
+    let d = flow("create", 1, json!({"mode": "auto", "smokeTimeoutSeconds": 60}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(1, None, 0)
+        .pod(unschedulable("new-1"))
+        .now(61)
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    let msg = d.status.message.clone().unwrap();
+    assert!(msg.contains("smokeTimeoutSeconds") && msg.contains("new-1 (Unschedulable"), "{msg}");
+    assert!(spec_pauses(&d.before));
+}
+
+#[test]
+fn the_smoke_timeout_defaults_to_ten_minutes() {
+    let f = || {
+        flow("create", 1, json!({"mode": "auto"}))
+            .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+            .cloneset(1, None, 0)
+            .pod(unschedulable("new-1"))
+    };
+    assert_eq!(current(&f().now(599).decide()).phase, BatchPhase::Smoking);
+    assert_eq!(current(&f().now(601).decide()).phase, BatchPhase::SmokeFailed);
+}
+
+#[test]
+fn a_terminal_waiting_reason_fails_the_batch_at_once() {
+    let mut p = unschedulable("new-1");
+    p.status = Some(
+        serde_json::from_value(json!({"phase": "Pending", "containerStatuses": [{"name": "main", "image": "i",
+        "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "configmap \"cfg\" not found"}}}]}))
+        .unwrap(),
+    );
+    let d = flow("create", 1, json!({"mode": "auto"}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(1, None, 0)
+        .pod(p)
+        .now(2)
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.message.unwrap().contains("CreateContainerConfigError"));
+}
+
+// ---- item 5: a pod gone during pull-in is replaced within its batch ---------------------------
+
+#[test]
+fn a_batch_pod_gone_during_pull_in_is_dropped_and_the_batch_smokes_its_replacement() {
+    let d = flow("create", 1, json!({"mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Smoked", &["gone"], json!({"pulledInAt": at_str(3)}))],
+            json!({"pods": ["gone"]}),
+        ))
+        .cloneset(1, None, 0)
+        .pod(ready_pod("replacement", 4))
+        .now(5)
+        .decide();
+    let c = current(&d);
+    assert_eq!(c.phase, BatchPhase::Smoking);
+    assert_eq!(c.pulled_in_at, None);
+    assert!(c.pods.as_ref().unwrap().is_empty());
+    assert_eq!(d.status.pods.as_deref(), Some(&[][..]));
+    let d2 = flow("create", 1, json!({"mode": "auto"}))
+        .status(serde_json::to_value(&d.status).unwrap())
+        .cloneset(1, None, 0)
+        .pod(ready_pod("replacement", 4))
+        .now(6)
+        .decide();
+    let c = current(&d2);
+    assert_eq!(c.phase, BatchPhase::Smoked, "{:?}", d2.status.message);
+    assert_eq!(c.pods.as_ref().unwrap()[0].name, "replacement");
+}
+
+// ---- item 6: decisions recorded before they are acted on --------------------------------------
+
+#[test]
+fn a_batch_start_is_recorded_before_the_cloneset_write() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(vec![batch(1, "Pending", &[], json!({"startedAt": null}))], json!({})))
+        .cloneset(3, Some(3), 3)
+        .now(4)
+        .decide();
+    let c = current(&d);
+    assert_eq!(c.phase, BatchPhase::Smoking);
+    assert_eq!(c.started_at.as_ref().map(|t| t.0), Some(at(4)));
+    assert!(cloneset_patches(&d.before).is_empty());
+    assert_eq!(
+        cloneset_patches(&d.after),
+        vec![&json!({"spec": {"replicas": 4, "updateStrategy": {"partition": 3}}})]
+    );
+}
+
+#[test]
+fn a_smoking_batch_rewrites_a_start_target_the_cloneset_does_not_show_and_never_moves_its_start() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(3, Some(3), 3)
+        .now(9)
+        .decide();
+    assert_eq!(
+        cloneset_patches(&d.before),
+        vec![&json!({"spec": {"replicas": 4}})]
+    );
+    assert_eq!(current(&d).started_at.as_ref().map(|t| t.0), Some(at(0)));
+}
+
+fn restart_at_baking() -> Fixture {
+    flow("restart", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Baking", &["new-1"], json!({}))],
+            json!({"podsAtStart": ["old-a", "old-b", "old-c"], "pods": ["new-1"]}),
+        ))
+        .cloneset(4, None, 4)
+        .pod(pod("old-a", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
+        .pod(pod("old-b", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
+        .pod(pod("old-c", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
+        .pod(ready_pod("new-1", 1))
+}
+
+#[test]
+fn a_batch_finish_records_the_pods_it_deletes_before_the_cloneset_write() {
+    let d = restart_at_baking().decide();
+    let c = current(&d);
+    assert_eq!(c.phase, BatchPhase::Baking, "Baked only once the CloneSet shows the finish");
+    assert_eq!(c.pods_to_delete.as_deref(), Some(&["old-a".to_string()][..]));
+    assert!(cloneset_patches(&d.before).is_empty());
+    assert_eq!(
+        cloneset_patches(&d.after),
+        vec![&json!({"spec": {"replicas": 3, "scaleStrategy": {"podsToDelete": ["old-a"]}}})]
+    );
+}
+
+#[test]
+fn a_retried_finish_deletes_the_recorded_pods_even_if_the_cache_changed_since() {
+    // The controller crashed after recording old-a; old-a is already gone from a fresher cache
+    // and old-b is now the first candidate: the retry must not pick old-b.
+    let mut f = restart_at_baking();
+    f.df["status"]["conditions"][0]["podsToDelete"] = json!(["old-a"]);
+    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-a"));
+    let d = f.decide();
+    let patches = cloneset_patches(&d.before);
+    assert_eq!(
+        patches,
+        vec![&json!({"spec": {"replicas": 3, "scaleStrategy": {"podsToDelete": ["old-a"]}}})],
+        "the recorded pod only; old-b is never named"
+    );
+    assert_eq!(current(&d).phase, BatchPhase::Baking);
+}
+
+#[test]
+fn a_finish_the_cloneset_shows_marks_the_batch_baked() {
+    let mut f = restart_at_baking()
+        .cs_set("/spec/replicas", json!(3))
+        .cs_set("/spec/updateStrategy", json!({}));
+    f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["old-a"]});
+    f.df["status"]["conditions"][0]["podsToDelete"] = json!(["old-a"]);
+    let d = f.now(20).decide();
+    assert_eq!(current(&d).phase, BatchPhase::Baked);
+    assert_eq!(d.status.finished_replicas, 1);
+    assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
+}
+
+// ---- items 7 and 8: a CloneSet gone, scale direction ------------------------------------------
+
+#[test]
+fn a_cloneset_deleted_mid_release_fails_the_release_with_a_message() {
+    let d = flow("update", 3, json!({"batchSize": 1}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .decide();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.status.finished);
+    assert!(d.status.message.unwrap().contains("CloneSet app was deleted"));
+}
+
+fn existing(replicas: i32) -> Fixture {
+    flow("scale_out", 2, json!({"batchSize": 1, "mode": "auto"}))
+        .status(json!({"phase": "Pending"}))
+        .cloneset(replicas, None, replicas)
+        .cs_set("/metadata/annotations", json!({}))
+}
+
+#[test]
+fn scale_out_to_fewer_replicas_fails_at_once_and_touches_nothing() {
+    let d = existing(3).decide();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.status.message.unwrap().contains("use scale_in"));
+    assert!(d.before.is_empty() && d.after.is_empty());
+    let mut f = existing(1);
+    f.df["spec"]["action"] = json!("scale_in");
+    let d = f.decide();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.status.message.unwrap().contains("use scale_out"));
+}
+
+// ---- item 1: ownership by annotation; deletion cancels ---------------------------------------
+
+#[test]
+fn adopting_marks_the_cloneset_with_an_annotation_and_drops_old_deployflow_owner_references() {
+    let mut f = existing(1);
+    f.cs.as_mut().unwrap()["metadata"]["ownerReferences"] = json!([
+        {"apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow", "name": "old", "uid": "u1", "controller": true},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u2"}
+    ]);
+    let d = f.decide();
+    assert_eq!(d.status.phase, DeployPhase::Initializing);
+    let p = cloneset_patches(&d.before)[0];
+    assert_eq!(p["metadata"]["annotations"][RELEASE_ANNOTATION], "app-v2");
+    assert_eq!(p["metadata"]["ownerReferences"], json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u2"}]));
+    assert_eq!(p["metadata"]["resourceVersion"], "7");
+}
+
+#[test]
+fn a_created_cloneset_has_no_owner_reference() {
+    let d = flow("create", 3, json!({})).status(json!({"phase": "Pending"})).decide();
+    let Effect::CreateCloneSet(m) = &d.before[0] else {
+        panic!("{d:?}")
+    };
+    assert!(m["metadata"].get("ownerReferences").is_none());
+    assert_eq!(m["metadata"]["annotations"][RELEASE_ANNOTATION], "app-v2");
+}
+
+#[test]
+fn deleting_a_running_release_cancels_it_pulls_its_batch_out_and_releases_the_cloneset() {
+    let d = flow("update", 3, json!({"batchSize": 1}))
+        .status(running(
+            vec![batch(1, "Smoked", &["new-1"], json!({}))],
+            json!({"pods": ["new-1"]}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "True")], 0, 1))
+        .cleanup();
+    assert_eq!(d.status.phase, DeployPhase::Canceled);
+    assert!(d.status.message.unwrap().contains("deleted"));
+    assert!(d.before.iter().any(|e| matches!(e, Effect::SetGate { pod, ready: false, .. } if pod == "new-1")));
+    let p = cloneset_patches(&d.before)[0];
+    assert_eq!(p["metadata"]["annotations"][RELEASE_ANNOTATION], Value::Null);
+    assert_eq!(p["spec"]["replicas"], 3, "the surge goes");
+    assert_eq!(p["spec"]["updateStrategy"]["paused"], false);
+    assert!(d.after.is_empty(), "all cancel writes are idempotent, before the status");
+}
+
+#[test]
+fn a_release_waits_for_another_running_release_of_its_cloneset() {
+    let mut f = existing(2).cs_set(
+        "/metadata/annotations",
+        json!({RELEASE_ANNOTATION: "other"}),
+    );
+    f.df["spec"]["action"] = json!("update");
+    f.holder = Some(Holder {
+        name: "other".into(),
+        running: true,
+        paused: false,
+    });
+    let d = f.decide();
+    assert_eq!(d.status.phase, DeployPhase::Pending);
+    assert!(d.status.message.unwrap().contains("waiting for DeployFlow other"));
+    assert!(d.before.is_empty());
+    f.holder.as_mut().unwrap().paused = true;
+    let d = f.decide();
+    assert!(matches!(&d.before[0], Effect::Abort { name } if name == "other"));
+}
