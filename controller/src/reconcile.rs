@@ -166,10 +166,15 @@ impl Context {
     /// Waits until every cache has synced (a reconcile never reads a half-filled cache).
     pub async fn synced(&self) {
         let _ = self.pods.wait_until_ready().await;
+        tracing::debug!(cache = "pods", "cache synced");
         let _ = self.services.wait_until_ready().await;
+        tracing::debug!(cache = "services", "cache synced");
         let _ = self.slices.wait_until_ready().await;
+        tracing::debug!(cache = "endpointslices", "cache synced");
         let _ = self.clonesets.wait_until_ready().await;
+        tracing::debug!(cache = "clonesets", "cache synced");
         let _ = self.deployflows.wait_until_ready().await;
+        tracing::debug!(cache = "deployflows", "cache synced");
     }
 
     /// The decodable DeployFlows of a namespace releasing `instance` (all of the namespace when

@@ -143,7 +143,9 @@ impl BatchSize {
     pub fn resolve(self, replicas: i32) -> i32 {
         match self {
             BatchSize::Count(n) => n,
-            BatchSize::Percent(p) => ((replicas as i64 * p as i64 + 99) / 100) as i32,
+            BatchSize::Percent(p) => {
+                ((replicas as i64 * p as i64 + 99) / 100).clamp(0, i32::MAX as i64) as i32
+            }
         }
     }
 }
@@ -169,7 +171,7 @@ pub fn plan_next_batch(
     batch_size: Option<BatchSize>,
     canary: i32,
 ) -> Option<BatchPlan> {
-    let remaining = replicas_to_process - finished_replicas;
+    let remaining = replicas_to_process.saturating_sub(finished_replicas);
     if remaining <= 0 {
         return None;
     }
@@ -183,15 +185,15 @@ pub fn plan_next_batch(
         } else {
             (bs, false)
         };
-        let rest = replicas_to_process - first;
+        let rest = replicas_to_process.saturating_sub(first);
         Some(BatchPlan {
-            batches: div_ceil(rest, bs) + 1,
+            batches: div_ceil(rest, bs).saturating_add(1),
             size: first,
             canary: is_canary,
         })
     } else {
         Some(BatchPlan {
-            batches: div_ceil(remaining, bs) + finished_batches,
+            batches: div_ceil(remaining, bs).saturating_add(finished_batches),
             size: bs,
             canary: false,
         })
@@ -199,7 +201,11 @@ pub fn plan_next_batch(
 }
 
 fn div_ceil(a: i32, b: i32) -> i32 {
-    if a <= 0 { 0 } else { (a + b - 1) / b }
+    if a <= 0 || b <= 0 {
+        0
+    } else {
+        ((a as i64 + b as i64 - 1) / b as i64) as i32
+    }
 }
 
 /// What the predicates need to know about the current (last) batch.
@@ -567,21 +573,21 @@ pub struct BatchStep {
 pub fn batch_start_target(s: BatchStep) -> CloneSetTarget {
     match s.action {
         Action::Create => CloneSetTarget {
-            replicas: Some(s.finished + s.size),
+            replicas: Some(s.finished.saturating_add(s.size)),
             partition: None,
         },
         Action::Update | Action::Rollback => CloneSetTarget {
-            replicas: Some(s.replicas + s.size),
+            replicas: Some(s.replicas.saturating_add(s.size)),
             // Kruise keeps `partition` pods on the old revision: R - (already new) - (baked) holds
             // the rest back while the surge brings up `size` new pods.
-            partition: Some((s.replicas - s.updated_at_start - s.finished).max(0)),
+            partition: Some(sub(s.replicas, &[s.updated_at_start, s.finished])),
         },
         Action::Restart => CloneSetTarget {
-            replicas: Some(s.replicas + s.size),
+            replicas: Some(s.replicas.saturating_add(s.size)),
             partition: None,
         },
         Action::ScaleOut => CloneSetTarget {
-            replicas: Some(s.replicas_at_start + s.finished + s.size),
+            replicas: Some(s.replicas_at_start.saturating_add(s.finished).saturating_add(s.size)),
             partition: None,
         },
         Action::ScaleIn => CloneSetTarget::default(),
@@ -594,14 +600,14 @@ pub fn batch_finish_target(s: BatchStep) -> CloneSetTarget {
     match s.action {
         Action::Update | Action::Rollback => CloneSetTarget {
             replicas: Some(s.replicas),
-            partition: Some((s.replicas - s.updated_at_start - s.finished - s.size).max(0)),
+            partition: Some(sub(s.replicas, &[s.updated_at_start, s.finished, s.size])),
         },
         Action::Restart => CloneSetTarget {
             replicas: Some(s.replicas),
             partition: None,
         },
         Action::ScaleIn => CloneSetTarget {
-            replicas: Some((s.replicas_at_start - s.finished - s.size).max(s.replicas)),
+            replicas: Some(sub(s.replicas_at_start, &[s.finished, s.size]).max(s.replicas)),
             partition: None,
         },
         Action::Create | Action::ScaleOut => CloneSetTarget::default(),
@@ -618,21 +624,26 @@ pub fn cancel_target(s: BatchStep) -> CloneSetTarget {
         },
         Action::Update | Action::Rollback => CloneSetTarget {
             replicas: Some(s.replicas),
-            partition: Some((s.replicas - s.updated_at_start - s.finished).max(0)),
+            partition: Some(sub(s.replicas, &[s.updated_at_start, s.finished])),
         },
         Action::Restart => CloneSetTarget {
             replicas: Some(s.replicas),
             partition: None,
         },
         Action::ScaleOut => CloneSetTarget {
-            replicas: Some(s.replicas_at_start + s.finished),
+            replicas: Some(s.replicas_at_start.saturating_add(s.finished)),
             partition: None,
         },
         Action::ScaleIn => CloneSetTarget {
-            replicas: Some(s.replicas_at_start - s.finished),
+            replicas: Some(sub(s.replicas_at_start, &[s.finished])),
             partition: None,
         },
     }
+}
+
+/// `a` minus each of `b`, saturating, never below 0.
+fn sub(a: i32, b: &[i32]) -> i32 {
+    b.iter().fold(a, |acc, x| acc.saturating_sub(*x)).max(0)
 }
 
 /// Work size (`replicasToProcess`, reference §2.3).
@@ -644,15 +655,39 @@ pub fn replicas_to_process(
     pods_to_delete: usize,
 ) -> i32 {
     match action {
-        Action::Restart if pods_to_delete > 0 => pods_to_delete as i32,
+        Action::Restart if pods_to_delete > 0 => pods_to_delete.min(i32::MAX as usize) as i32,
         Action::Restart => replicas,
-        Action::ScaleIn | Action::ScaleOut => (replicas - current_replicas).abs(),
-        Action::Create | Action::Update | Action::Rollback => (replicas - updated_replicas).abs(),
+        Action::ScaleIn | Action::ScaleOut => abs_diff(replicas, current_replicas),
+        Action::Create | Action::Update | Action::Rollback => abs_diff(replicas, updated_replicas),
     }
+}
+
+fn abs_diff(a: i32, b: i32) -> i32 {
+    a.abs_diff(b).min(i32::MAX as u32) as i32
 }
 
 #[cfg(test)]
 mod patch_tests {
+    #[test]
+    fn extreme_inputs_saturate_instead_of_overflowing() {
+        let s = BatchStep {
+            action: Action::Update,
+            replicas: i32::MAX,
+            size: i32::MAX,
+            updated_at_start: i32::MIN,
+            finished: i32::MAX,
+            replicas_at_start: i32::MIN,
+        };
+        for action in [Action::Create, Action::Update, Action::Restart, Action::ScaleIn, Action::ScaleOut] {
+            let s = BatchStep { action, ..s };
+            let _ = (batch_start_target(s), batch_finish_target(s), cancel_target(s));
+        }
+        assert_eq!(replicas_to_process(Action::ScaleIn, i32::MAX, 0, i32::MIN, 0), i32::MAX);
+        assert_eq!(BatchSize::Percent(i32::MAX).resolve(i32::MAX), i32::MAX);
+        let plan = plan_next_batch(i32::MAX, i32::MAX, 0, 0, Some(BatchSize::Count(1)), 0).unwrap();
+        assert_eq!(plan.size, 1);
+    }
+
     use super::*;
 
     fn step(action: Action, replicas: i32, size: i32, finished: i32) -> BatchStep {
