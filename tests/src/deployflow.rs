@@ -89,9 +89,20 @@ impl Flow {
         self.get().await["status"].clone()
     }
 
-    /// Merge-patches `spec.<strategy>` (the patches `Next`, `Pause`, ... write).
-    pub async fn patch_strategy(&self, strategy_key: &str, patch: Value) {
+    /// The DeployFlow, or None once it is gone from the API server.
+    pub async fn get_opt(&self) -> Option<Value> {
         self.api
+            .get_opt(&self.name)
+            .await
+            .unwrap_or_else(|e| panic!("get DeployFlow {}: {e}", self.name))
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Merge-patches `spec.<strategy>` (the patches `Next`, `Pause`, ... write); returns the
+    /// DeployFlow as the API server stored it (its `metadata.generation` orders later spec writes).
+    pub async fn patch_strategy(&self, strategy_key: &str, patch: Value) -> Value {
+        let obj = self
+            .api
             .patch(
                 &self.name,
                 &PatchParams::default(),
@@ -99,6 +110,35 @@ impl Flow {
             )
             .await
             .unwrap_or_else(|e| panic!("patch DeployFlow {}: {e}", self.name));
+        serde_json::to_value(obj).unwrap()
+    }
+
+    /// Waits until `pred(whole DeployFlow)` holds (spec and metadata too, not only the status).
+    pub async fn wait_object(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(
+            &format!("DeployFlow {} {what}", self.name),
+            timeout,
+            || async {
+                let o = self.get().await;
+                if pred(&o) {
+                    Ok(o)
+                } else {
+                    Err(format!(
+                        "{} spec.{}.paused={} generation={}",
+                        summary(&o["status"]),
+                        strategy_key(&o),
+                        o["spec"][strategy_key(&o)]["paused"],
+                        o["metadata"]["generation"]
+                    ))
+                }
+            },
+        )
+        .await
     }
 
     /// Waits until `pred(status)` holds; the message names `what` and the last status.
@@ -138,6 +178,28 @@ impl Flow {
         })
         .await
     }
+}
+
+/// `updateStrategy` for create/update/rollback, `nonUpdateStrategy` for the other actions.
+pub fn strategy_key(df: &Value) -> &'static str {
+    match df["spec"]["action"].as_str() {
+        Some("create" | "update" | "rollback") => "updateStrategy",
+        _ => "nonUpdateStrategy",
+    }
+}
+
+/// The current (last) batch condition of a status.
+pub fn current_batch(s: &Value) -> Value {
+    s["conditions"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The DeployFlow API of a namespace.
+pub fn deployflows(client: &Client, ns: &str) -> Api<DynamicObject> {
+    dynamic_api(client, ns, "apps.triton.io", "v1alpha1", "DeployFlow")
 }
 
 /// A one-line view of a status for failure messages.

@@ -235,3 +235,70 @@ pub async fn wait_ready_endpoints(
     )
     .await
 }
+
+/// Every version of the watched objects, in the order the API server's watch delivered them,
+/// recorded from before the test acts. Polling can miss a state that lasts milliseconds; the
+/// history cannot (each write is one watch event), so ordering claims ("Ready only after the
+/// gate", "never resumed by itself") are checked against it.
+pub struct History<K> {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<K>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> History<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts watching and returns once the initial list is done, so every later write is seen.
+    pub async fn start(api: Api<K>, config: kube::runtime::watcher::Config) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut synced_tx = Some(synced_tx);
+                let mut events = watcher::watcher(api, config).boxed();
+                while let Some(ev) = events.next().await {
+                    match ev {
+                        Ok(Event::Apply(o) | Event::InitApply(o)) => seen.lock().unwrap().push(o),
+                        Ok(Event::InitDone) => {
+                            if let Some(tx) = synced_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("History watch error (the watcher retries): {e}"),
+                    }
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), synced_rx)
+            .await
+            .expect("the watch's initial list within 30 s")
+            .expect("the watch task is running");
+        History { seen, task }
+    }
+
+    /// Every version recorded so far, oldest first.
+    pub fn versions(&self) -> Vec<K> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many versions are recorded so far (a mark for `since`).
+    pub fn mark(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The versions recorded after `mark`.
+    pub fn since(&self, mark: usize) -> Vec<K> {
+        self.seen.lock().unwrap()[mark..].to_vec()
+    }
+}
+
+impl<K> Drop for History<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

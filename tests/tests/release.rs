@@ -26,6 +26,46 @@ fn batch(status: &Value, n: usize) -> Value {
     status["conditions"][n - 1].clone()
 }
 
+/// Batches ran one after another: `conditions` are batches 1..=n in order, each Baked, and each
+/// batch started no earlier than the previous one finished (timestamps are whole seconds, so
+/// equal seconds pass).
+fn assert_batch_by_batch(status: &Value, n: usize) {
+    let conds = status["conditions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        (conds.len(), status["batches"].clone()),
+        (n, json!(n)),
+        "expected {n} batches in the status: {}",
+        triton_e2e::deployflow::summary(status)
+    );
+    for (i, c) in conds.iter().enumerate() {
+        assert_eq!(
+            c["batch"],
+            json!(i + 1),
+            "expected conditions[{i}] to be batch {}: {c}",
+            i + 1
+        );
+        assert_eq!(c["phase"], "Baked", "expected batch {} Baked: {c}", i + 1);
+    }
+    for w in conds.windows(2) {
+        let gap = seconds_between(&w[0]["finishedAt"], &w[1]["startedAt"]);
+        assert!(
+            gap >= 0.0,
+            "expected batch {} to start ({}) no earlier than batch {} finished ({})",
+            w[1]["batch"],
+            w[1]["startedAt"],
+            w[0]["batch"],
+            w[0]["finishedAt"]
+        );
+        let own = seconds_between(&w[0]["startedAt"], &w[0]["finishedAt"]);
+        assert!(
+            own >= 0.0,
+            "expected batch {} to finish after it started: {}",
+            w[0]["batch"],
+            w[0]
+        );
+    }
+}
+
 #[tokio::test]
 async fn tutorial_release_canary_waits_at_smoked_then_next_patches_release_it_to_success() {
     let client = client().await;
@@ -341,6 +381,7 @@ async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
     .await;
     let s = restart.wait_phase("Success", LONG).await;
     assert_eq!(s["finishedReplicas"], 2);
+    assert_batch_by_batch(&s, 2);
     let after = eventually("2 new pods, Ready, none of the old ones", LONG, || async {
         let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
         let live: Vec<&Pod> = pods
@@ -451,6 +492,7 @@ async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
         (s["batches"].clone(), s["finishedReplicas"].clone()),
         (json!(2), json!(2))
     );
+    assert_batch_by_batch(&s, 2);
     let pods = triton_e2e::pods(&pods_api, "app.kubernetes.io/instance=app").await;
     let after = live_names(&pods);
     assert_eq!(after.len(), 4);
@@ -464,22 +506,69 @@ async fn scale_out_adds_pods_batch_by_batch_keeping_the_old_ones() {
     );
 }
 
-#[tokio::test]
-async fn the_controller_exports_releases_by_phase_and_transition_latency() {
-    let _client = client().await;
-    let admin =
-        std::env::var("TRITON_CONTROLLER_ADMIN").expect("set by tests/cluster/run --triton");
+/// The value of the sample `series` (name and labels exactly as exported) in a Prometheus text
+/// exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+async fn controller_metrics() -> String {
+    let admin = testenv_var("TRITON_CONTROLLER_ADMIN");
     let out = tokio::process::Command::new("curl")
         .args(["-fsS", &format!("http://{admin}/metrics")])
         .output()
         .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    for metric in [
-        "triton_controller_releases{phase=\"Success\"}",
-        "triton_controller_transition_latency_seconds_bucket",
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "expected GET http://{admin}/metrics to answer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_controller_exports_releases_by_phase_and_transition_latency() {
+    let client = client().await;
+    let ns = namespace(&client, "metrics").await;
+    // A release of this test's own to Success, so the series below must have counted something.
+    released(&client, &ns, "app", 1, "nginx:1.25").await;
+    let text = eventually(
+        "the metrics to count the release that reached Success",
+        Duration::from_secs(30),
+        || async {
+            let text = controller_metrics().await;
+            let success = sample(
+                &text,
+                "triton_controller_phase_transitions_total{phase=\"Success\"}",
+            );
+            let releases = sample(&text, "triton_controller_releases{phase=\"Success\"}");
+            if success.is_some_and(|v| v >= 1.0) && releases.is_some_and(|v| v >= 1.0) {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "transitions to Success {success:?}, releases in Success {releases:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    for series in [
+        "triton_controller_transition_latency_seconds_count",
         "triton_controller_reconcile_duration_seconds_count",
     ] {
-        assert!(text.contains(metric), "{metric} in:\n{text}");
+        let n = sample(&text, series);
+        assert!(
+            n.is_some_and(|v| v > 0.0),
+            "expected {series} > 0 after a release, got {n:?} in:\n{text}"
+        );
     }
+    let sum = sample(&text, "triton_controller_transition_latency_seconds_sum");
+    assert!(
+        sum.is_some_and(|v| v > 0.0),
+        "expected a positive total transition latency, got {sum:?}"
+    );
 }

@@ -147,7 +147,7 @@ async fn cancel_at_the_canary_removes_the_surge_and_leaves_the_old_revision_serv
 }
 
 #[tokio::test]
-async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery() {
+async fn a_crashing_batch_goes_smoke_failed_pauses_and_needs_a_resume_after_recovery() {
     let client = client().await;
     let ns = namespace(&client, "smoke-failed").await;
     let mut manifest = flow(
@@ -196,20 +196,40 @@ async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery
     })
     .await;
 
-    df.patch_strategy("updateStrategy", json!({"paused": false}))
+    // The failure pause is written into the spec (as if the user had paused), so a resume is an
+    // explicit `paused: false` written after it.
+    df.wait_object("with spec.updateStrategy.paused written true", LONG, |o| {
+        o["spec"]["updateStrategy"]["paused"] == true
+    })
+    .await;
+    let g = df
+        .patch_strategy("updateStrategy", json!({"paused": false}))
+        .await["metadata"]["generation"]
+        .as_i64()
+        .unwrap();
+    let o = df
+        .wait_object(
+            "to refuse the resume and write spec paused back to true",
+            LONG,
+            |o| {
+                o["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("resume refused")
+                    && o["spec"]["updateStrategy"]["paused"] == true
+                    && o["metadata"]["generation"].as_i64() > Some(g)
+            },
+        )
         .await;
-    let s = df
-        .wait("to refuse the resume", LONG, |s| {
-            s["message"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("resume refused")
-        })
-        .await;
-    assert_eq!(s["paused"], true);
-    assert_eq!(s["conditions"][0]["phase"], "SmokeFailed");
+    let s = &o["status"];
+    assert_eq!(s["paused"], true, "expected status.paused to stay true");
+    assert_eq!(
+        s["conditions"][0]["phase"], "SmokeFailed",
+        "expected batch 1 to stay SmokeFailed after the refused resume"
+    );
 
-    // The pod recovers (kwok stops crashing it); the resume goes through and the release ends.
+    // The pod recovers (kwok stops crashing it). The refused resume is not remembered: the
+    // release stays paused until the user resumes again, then the batch is retried to Success.
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
     pods.patch(
         &pod,
@@ -220,6 +240,42 @@ async fn a_crashing_batch_goes_smoke_failed_pauses_and_resume_waits_for_recovery
     )
     .await
     .unwrap();
+    eventually(
+        &format!("pod {pod} ContainersReady again"),
+        LONG,
+        || async {
+            let p = pods.get(&pod).await.map_err(|e| e.to_string())?;
+            if is_true(&p, "ContainersReady") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", condition(&p, "ContainersReady")))
+            }
+        },
+    )
+    .await;
+    holds_for(
+        "the release to stay SmokeFailed and paused after recovery until resumed again",
+        Duration::from_secs(5),
+        || async {
+            let o = df.get().await;
+            let s = &o["status"];
+            if s["conditions"][0]["phase"] == "SmokeFailed"
+                && s["paused"] == true
+                && o["spec"]["updateStrategy"]["paused"] == true
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} spec paused {}",
+                    triton_e2e::deployflow::summary(s),
+                    o["spec"]["updateStrategy"]["paused"]
+                ))
+            }
+        },
+    )
+    .await;
+    df.patch_strategy("updateStrategy", json!({"paused": false}))
+        .await;
     let s = df.wait_phase("Success", LONG).await;
     assert_eq!(s["paused"], false);
 }

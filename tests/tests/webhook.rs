@@ -24,16 +24,31 @@ fn gate_count(pod: &Pod) -> usize {
         .count()
 }
 
-fn condition_time(pod: &Pod, type_: &str) -> Option<k8s_openapi::jiff::Timestamp> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)?
-        .last_transition_time
-        .as_ref()
-        .map(|t| t.0)
+/// Checks, over every version of one pod in watch order, that Ready was never True while the
+/// gate condition was not, and that the gate became True in an earlier version than Ready.
+fn ready_only_through_the_gate(versions: &[Pod]) -> Result<(), String> {
+    let name = versions
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap_or_default();
+    for p in versions {
+        if is_true(p, "Ready") && !is_true(p, READY_GATE) {
+            return Err(format!(
+                "{name} was Ready in resourceVersion {:?} while its gate was {:?}",
+                p.metadata.resource_version,
+                condition(p, READY_GATE)
+            ));
+        }
+    }
+    let first_gate = versions.iter().position(|p| is_true(p, READY_GATE));
+    let first_ready = versions.iter().position(|p| is_true(p, "Ready"));
+    match (first_gate, first_ready) {
+        (Some(g), Some(r)) if g < r => Ok(()),
+        (g, r) => Err(format!(
+            "{name}: first version with the gate True #{g:?}, first Ready #{r:?} (of {} versions)",
+            versions.len()
+        )),
+    }
 }
 
 /// With triton-controller running, a managed pod no release holds is pulled in as soon as it is
@@ -44,6 +59,12 @@ async fn managed_cloneset_pods_carry_the_gate_once_and_become_ready_only_through
  {
     let client = client().await;
     let ns = namespace(&client, "webhook-gate").await;
+    // Every version of every pod, in the order the API server wrote them.
+    let history = History::start(
+        Api::<Pod>::namespaced(client.clone(), &ns),
+        kube::runtime::watcher::Config::default().labels("app=managed"),
+    )
+    .await;
     let managed = CloneSetSpec::new("managed", 2)
         .pod_label("managed-by", "triton-io")
         .create(&client, &ns)
@@ -85,14 +106,20 @@ async fn managed_cloneset_pods_carry_the_gate_once_and_become_ready_only_through
             ("True", Some("NotHeld")),
             "{name}: set by triton-controller"
         );
-        let (ready_at, gate_at) = (
-            condition_time(pod, "Ready").unwrap(),
-            condition_time(pod, READY_GATE).unwrap(),
-        );
-        assert!(
-            ready_at >= gate_at,
-            "{name} was Ready ({ready_at}) before its gate was True ({gate_at})"
-        );
+        let uid = pod.metadata.uid.clone();
+        eventually(
+            &format!("{name}'s history: Ready only after its gate was True"),
+            Duration::from_secs(30),
+            || async {
+                let versions: Vec<Pod> = history
+                    .versions()
+                    .into_iter()
+                    .filter(|p| p.metadata.uid == uid)
+                    .collect();
+                ready_only_through_the_gate(&versions)
+            },
+        )
+        .await;
     }
 
     let plain_pods = plain.wait_ready(2).await;
