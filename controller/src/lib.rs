@@ -85,12 +85,22 @@ fn managed() -> watcher::Config {
 }
 
 /// One shared reflector per kind: a cache, a subscription handle for the controllers that
-/// react to the kind, and the future that keeps both fed.
+/// react to the kind, a flag that turns true once the first list is in the cache, and the future
+/// that keeps them fed.
+///
+/// The flag is ours, not `Store::wait_until_ready`: that future keeps a single waker per store
+/// (kube-runtime's `DelayedInit` wraps a oneshot receiver), so a second waiter on a store the
+/// controller also waits on would leave one of them asleep forever.
 fn shared<K>(
     api: Api<K>,
     cfg: watcher::Config,
     dyntype: K::DynamicType,
-) -> (Store<K>, ReflectHandle<K>, impl Future<Output = ()> + Send)
+) -> (
+    Store<K>,
+    ReflectHandle<K>,
+    watch::Receiver<bool>,
+    impl Future<Output = ()> + Send,
+)
 where
     K: kube::Resource
         + Clone
@@ -104,11 +114,17 @@ where
     let writer = Writer::new_shared(SUBSCRIBE_BUFFER, dyntype);
     let reader = writer.as_reader();
     let handle = writer.subscribe().expect("a shared writer");
+    let (tx, rx) = watch::channel(false);
     let fut = watcher(api, cfg)
         .default_backoff()
         .reflect_shared(writer)
-        .for_each(|_| async {});
-    (reader, handle, fut)
+        .for_each(move |ev| {
+            if let Ok(watcher::Event::InitDone) = ev {
+                tx.send_replace(true);
+            }
+            async {}
+        });
+    (reader, handle, rx, fut)
 }
 
 const SUBSCRIBE_BUFFER: usize = 1024;
@@ -147,18 +163,19 @@ fn on_leading(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()>
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let (pods, pods_sub, pods_task) = shared(Api::<Pod>::all(client.clone()), managed(), ());
-    let (slices, slices_sub, slices_task) = shared(
+    let (pods, pods_sub, pods_synced, pods_task) =
+        shared(Api::<Pod>::all(client.clone()), managed(), ());
+    let (slices, slices_sub, slices_synced, slices_task) = shared(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
         (),
     );
-    let (clonesets, cs_sub, cs_task) = shared(
+    let (clonesets, cs_sub, cs_synced, cs_task) = shared(
         Api::<RawCloneSet>::all(client.clone()),
         watcher::Config::default(),
         (),
     );
-    let (dfs, dfs_sub, dfs_task) = shared(
+    let (dfs, dfs_sub, dfs_synced, dfs_task) = shared(
         Api::<RawDeployFlow>::all(client.clone()),
         watcher::Config::default(),
         (),
@@ -168,10 +185,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let r = w.as_reader();
         (w, r)
     };
+    let (services_tx, services_synced) = watch::channel(false);
     let services_task = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(services_writer)
-        .for_each(|_| async {});
+        .for_each(move |ev| {
+            if let Ok(watcher::Event::InitDone) = ev {
+                services_tx.send_replace(true);
+            }
+            async {}
+        });
     tokio::spawn(pods_task);
     tokio::spawn(slices_task);
     tokio::spawn(cs_task);
@@ -200,6 +223,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         backoff: Default::default(),
         leading: AtomicBool::new(!args.leader_elect),
         failpoint,
+        synced: vec![
+            ("pods", pods_synced),
+            ("services", services_synced),
+            ("endpointslices", slices_synced),
+            ("clonesets", cs_synced),
+            ("deployflows", dfs_synced),
+        ],
     });
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 

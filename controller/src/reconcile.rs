@@ -143,6 +143,8 @@ pub struct Context {
     /// Whether this replica holds the Lease (only the leader writes).
     pub leading: AtomicBool,
     pub failpoint: Option<Failpoint>,
+    /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
+    pub synced: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
 }
 
 pub fn cloneset_resource() -> ApiResource {
@@ -165,16 +167,11 @@ pub fn decode(obj: &RawDeployFlow) -> Result<DeployFlow, serde_json::Error> {
 impl Context {
     /// Waits until every cache has synced (a reconcile never reads a half-filled cache).
     pub async fn synced(&self) {
-        let _ = self.pods.wait_until_ready().await;
-        tracing::debug!(cache = "pods", "cache synced");
-        let _ = self.services.wait_until_ready().await;
-        tracing::debug!(cache = "services", "cache synced");
-        let _ = self.slices.wait_until_ready().await;
-        tracing::debug!(cache = "endpointslices", "cache synced");
-        let _ = self.clonesets.wait_until_ready().await;
-        tracing::debug!(cache = "clonesets", "cache synced");
-        let _ = self.deployflows.wait_until_ready().await;
-        tracing::debug!(cache = "deployflows", "cache synced");
+        for (cache, rx) in &self.synced {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(|synced| *synced).await;
+            tracing::trace!(cache, "cache synced");
+        }
     }
 
     /// The decodable DeployFlows of a namespace releasing `instance` (all of the namespace when
