@@ -223,6 +223,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         backoff: Default::default(),
         leading: AtomicBool::new(!args.leader_elect),
         failpoint,
+        written: Default::default(),
         synced: vec![
             ("pods", pods_synced),
             ("services", services_synced),

@@ -143,6 +143,8 @@ pub struct Context {
     /// Whether this replica holds the Lease (only the leader writes).
     pub leading: AtomicBool,
     pub failpoint: Option<Failpoint>,
+    /// The resourceVersion of this controller's last write of each DeployFlow (see `stale`).
+    pub written: Mutex<HashMap<String, u64>>,
     /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
     pub synced: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
 }
@@ -188,12 +190,38 @@ impl Context {
             .collect()
     }
 
+    /// Whether the cached DeployFlow is older than this controller's last write of it: a step
+    /// decided from it would act on a state that is already gone (its status write would fail
+    /// its precondition, but writes before it would already have happened). The watch event of
+    /// the newer object triggers the next step. resourceVersions are compared as the etcd
+    /// revisions they are; one that does not parse is never called stale.
+    fn stale(&self, key: &str, rv: Option<&str>) -> bool {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        older_than(rv, written.get(key).copied())
+    }
+
+    fn wrote(&self, key: &str, rv: Option<String>) {
+        if let Some(rv) = rv.and_then(|r| r.parse::<u64>().ok()) {
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            let e = written.entry(key.to_string()).or_insert(0);
+            *e = (*e).max(rv);
+        }
+    }
+
     fn cloneset(&self, ns: &str, name: &str) -> Option<CloneSetView> {
         let key = ObjectRef::<RawCloneSet>::new(name).within(ns);
         let obj = self.clonesets.get(&key)?;
         serde_json::to_value(&*obj)
             .ok()
             .and_then(|v| CloneSetView::from_value(v).ok())
+    }
+}
+
+/// Whether resourceVersion `cached` is older than `written` (both etcd revisions).
+pub fn older_than(cached: Option<&str>, written: Option<u64>) -> bool {
+    match (cached.and_then(|r| r.parse::<u64>().ok()), written) {
+        (Some(c), Some(w)) => c < w,
+        _ => false,
     }
 }
 
@@ -212,6 +240,10 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
         }
     };
     let key = format!("{ns}/{}", df.name_any());
+    if ctx.stale(&key, df.metadata.resource_version.as_deref()) {
+        tracing::debug!(deployflow = %key, "cached DeployFlow older than our last write; waiting for it");
+        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    }
     let finished = df.status.as_ref().is_some_and(|s| s.finished);
     let has_finalizer = df.finalizers().iter().any(|f| f == RELEASE_FINALIZER);
     if finished && !has_finalizer {
@@ -336,7 +368,7 @@ async fn execute(
             .patch_status(&df.name_any(), &params(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
+            Ok(obj) => ctx.wrote(&format!("{ns}/{}", df.name_any()), obj.resource_version()),
             // The cached DeployFlow was stale (or someone wrote since): this step's decision is
             // void; the newer object's event runs the next one.
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -430,7 +462,10 @@ async fn apply_effect(
             patch["metadata"] = json!({"resourceVersion": rv});
             let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);
             match api.patch(&df.name_any(), &params(), &Patch::Merge(&patch)).await {
-                Ok(obj) => *rv = obj.resource_version(),
+                Ok(obj) => {
+                    *rv = obj.resource_version();
+                    ctx.wrote(&format!("{ns}/{}", df.name_any()), rv.clone());
+                }
                 Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),
                 Err(e) => return Err(Error::PatchSpec(e)),
             }
@@ -589,6 +624,15 @@ mod tests {
         assert_eq!(backoff_delay(30, 0.5), Duration::from_secs(300));
         assert!(backoff_delay(3, 0.0) >= Duration::from_millis(1500));
         assert!(backoff_delay(3, 0.999) < Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn a_cached_object_older_than_our_last_write_is_stale() {
+        assert!(older_than(Some("119"), Some(120)));
+        assert!(!older_than(Some("120"), Some(120)));
+        assert!(!older_than(Some("121"), Some(120)));
+        assert!(!older_than(Some("opaque"), Some(120)), "an unparsable version is never stale");
+        assert!(!older_than(Some("5"), None), "nothing written yet");
     }
 
     #[test]

@@ -488,7 +488,15 @@ impl<'a> Step<'_, 'a> {
     }
 
     pub(super) fn batch_finished(&mut self) {
-        let Some(cs) = self.held_cloneset() else {
+        // The hold is released just before the Success status is written; if that write was
+        // lost (a conflict, a crash), the CloneSet shows no hold now: that is this release's.
+        let released_by_us = self.w.cloneset.is_some_and(|cs| cs.released_by().is_none());
+        let cs = if released_by_us {
+            self.w.cloneset
+        } else {
+            self.held_cloneset()
+        };
+        let Some(cs) = cs else {
             return;
         };
         self.refresh(cs);

@@ -554,3 +554,27 @@ fn a_release_waits_for_another_running_release_of_its_cloneset() {
     let d = f.decide();
     assert!(matches!(&d.before[0], Effect::Abort { name } if name == "other"));
 }
+
+#[test]
+fn a_success_whose_status_write_was_lost_completes_although_the_hold_is_already_released() {
+    let d = flow("create", 3, json!({"mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Baked", &["a", "b", "c"], json!({}))],
+            json!({"phase": "BatchFinished", "finishedReplicas": 3, "finishedBatches": 1}),
+        ))
+        .cloneset(3, None, 3)
+        .cs_set("/metadata/annotations", json!({}))
+        .decide();
+    assert_eq!(d.status.phase, DeployPhase::Success, "{:?}", d.status.message);
+}
+
+#[test]
+fn a_cloneset_taken_by_another_release_fails_this_one() {
+    let d = flow("update", 3, json!({"batchSize": 1}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(4, Some(3), 3)
+        .cs_set("/metadata/annotations", json!({RELEASE_ANNOTATION: "other"}))
+        .decide();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.status.message.unwrap().contains("names other"));
+}
