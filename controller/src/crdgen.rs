@@ -35,7 +35,35 @@ pub fn crd() -> CustomResourceDefinition {
             }]);
         }
     }
-    crd
+    strip_template_descriptions(crd)
+}
+
+/// The pod template's schema comes from Kubernetes with every field's description, which makes
+/// the CRD over 500 KB: too big for the `last-applied-configuration` annotation of a client-side
+/// `kubectl apply` (256 KB). Those descriptions are `kubectl explain pod.spec`'s; they go (as
+/// controller-gen's `maxDescLen=0` would do); the DeployFlow's own fields keep theirs.
+fn strip_template_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("description");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(&crd).expect("the CRD serializes");
+    for version in v["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        let template = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["application"]["properties"]["template"];
+        let own = template.get("description").cloned();
+        strip(template);
+        if let (Some(own), Some(m)) = (own, template.as_object_mut()) {
+            m.insert("description".into(), own);
+        }
+    }
+    serde_json::from_value(v).expect("the CRD deserializes")
 }
 
 pub fn crd_yaml() -> String {
@@ -56,6 +84,16 @@ mod tests {
         assert!(
             on_disk == crd_yaml(),
             "crds/deployflows.yaml is stale; regenerate it with:\n    {REGENERATE}"
+        );
+    }
+
+    #[test]
+    fn the_crd_fits_a_client_side_apply() {
+        let json = serde_json::to_string(&crd()).unwrap();
+        assert!(
+            json.len() < 200_000,
+            "the CRD is {} bytes: `kubectl apply` stores it in a 256 KB annotation",
+            json.len()
         );
     }
 
