@@ -6,14 +6,17 @@
 //! * a review whose object is not a Pod, or an operation other than CREATE: allowed, unchanged
 //!   (the webhook configuration should never send these; allowing is the safe answer);
 //! * a pod that cannot be decoded: HTTP 200, allowed: false, with the reason;
-//! * a managed pod with a bad agent annotation: allowed: false, the message names the annotation;
+//! * a managed pod with the agent annotation while the agent is not enabled: allowed: false,
+//!   code 403, the message says the agent is not available and to remove the annotation;
+//! * a managed pod with a bad agent annotation: allowed: false, code 400, the message names the
+//!   annotation;
 //! * otherwise allowed, with a JSON Patch when something is injected.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use crate::mutate::{AgentSettings, Decision, mutate};
+use crate::mutate::{AgentSettings, Decision, MutateError, mutate};
 
 /// The outcome of one review, a bounded label for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,8 +54,9 @@ pub struct Answer {
 
 const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Reviews a pod-creation AdmissionReview.
-pub fn review(body: &[u8], agent: &AgentSettings) -> Answer {
+/// Reviews a pod-creation AdmissionReview. `agent` is `None` unless the readiness agent is
+/// enabled (see [`mutate`]).
+pub fn review(body: &[u8], agent: Option<&AgentSettings>) -> Answer {
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return invalid(format!("the body is not an AdmissionReview: {e}")),
@@ -97,7 +101,12 @@ pub fn review(body: &[u8], agent: &AgentSettings) -> Answer {
         },
         Err(e) => {
             let reason = e.to_string();
-            answer(response.deny(&reason), Outcome::Denied, Some(reason))
+            let mut response = response.deny(&reason);
+            (response.result.code, response.result.reason) = match e {
+                MutateError::BadAgentAnnotation(_) => (400, "BadRequest".into()),
+                MutateError::AgentUnavailable => (403, "Forbidden".into()),
+            };
+            answer(response, Outcome::Denied, Some(reason))
         }
     }
 }
@@ -168,10 +177,7 @@ mod tests {
 
     #[test]
     fn managed_pod_create_is_patched_with_the_gate() {
-        let answer = review(
-            &review_of(managed_pod(), "CREATE"),
-            &AgentSettings::default(),
-        );
+        let answer = review(&review_of(managed_pod(), "CREATE"), None);
         assert_eq!((answer.status, answer.outcome), (200, Outcome::Patched));
         let resp = response(&answer);
         assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
@@ -189,10 +195,7 @@ mod tests {
 
     #[test]
     fn update_is_allowed_unchanged() {
-        let answer = review(
-            &review_of(managed_pod(), "UPDATE"),
-            &AgentSettings::default(),
-        );
+        let answer = review(&review_of(managed_pod(), "UPDATE"), None);
         assert_eq!(answer.outcome, Outcome::Allowed);
         assert!(response(&answer).get("patch").is_none());
     }
@@ -201,16 +204,60 @@ mod tests {
     fn bad_agent_annotation_is_denied_with_the_annotation_named() {
         let mut pod = managed_pod();
         pod["metadata"]["annotations"] = json!({"apps.triton.io/agent": "gopher://x"});
-        let answer = review(&review_of(pod, "CREATE"), &AgentSettings::default());
+        let answer = review(&review_of(pod, "CREATE"), Some(&AgentSettings::default()));
         assert_eq!((answer.status, answer.outcome), (200, Outcome::Denied));
         let resp = response(&answer);
         assert_eq!(resp["allowed"], false);
+        assert_eq!(resp["status"]["code"], 400, "{resp}");
         assert!(
             resp["status"]["message"]
                 .as_str()
                 .unwrap()
                 .contains("apps.triton.io/agent"),
             "{resp}"
+        );
+    }
+
+    fn annotated_managed_pod() -> Value {
+        let mut pod = managed_pod();
+        pod["metadata"]["annotations"] = json!({"apps.triton.io/agent": "http://:8080/healthz"});
+        pod
+    }
+
+    #[test]
+    fn agent_annotation_is_denied_with_403_when_the_agent_is_not_enabled() {
+        let answer = review(&review_of(annotated_managed_pod(), "CREATE"), None);
+        assert_eq!((answer.status, answer.outcome), (200, Outcome::Denied));
+        let resp = response(&answer);
+        assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(resp["allowed"], false);
+        assert!(resp.get("patch").is_none(), "{resp}");
+        assert_eq!(resp["status"]["code"], 403, "{resp}");
+        assert_eq!(
+            resp["status"]["message"],
+            "the annotation apps.triton.io/agent asks for the triton-agent readiness sidecar, \
+             which is not available in this version of Triton; remove the annotation"
+        );
+    }
+
+    #[test]
+    fn agent_annotation_is_patched_with_the_sidecar_when_the_agent_is_enabled() {
+        let answer = review(
+            &review_of(annotated_managed_pod(), "CREATE"),
+            Some(&AgentSettings::default()),
+        );
+        assert_eq!((answer.status, answer.outcome), (200, Outcome::Patched));
+        let resp = response(&answer);
+        let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).expect("patch bytes");
+        let patch: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            patch
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|op| op["path"] == "/spec/containers/-"
+                    && op["value"]["name"] == "triton-agent"),
+            "{patch}"
         );
     }
 
@@ -223,7 +270,7 @@ mod tests {
             b"[]",
             b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
         ] {
-            let answer = review(body, &AgentSettings::default());
+            let answer = review(body, None);
             assert_eq!(
                 (answer.status, answer.outcome),
                 (400, Outcome::Invalid),
@@ -240,10 +287,7 @@ mod tests {
     fn v1beta1_review_is_invalid() {
         let mut body: Value = serde_json::from_slice(&review_of(managed_pod(), "CREATE")).unwrap();
         body["apiVersion"] = json!("admission.k8s.io/v1beta1");
-        let answer = review(
-            &serde_json::to_vec(&body).unwrap(),
-            &AgentSettings::default(),
-        );
+        let answer = review(&serde_json::to_vec(&body).unwrap(), None);
         assert_eq!(answer.outcome, Outcome::Invalid);
     }
 
@@ -254,7 +298,7 @@ mod tests {
                 json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "nope"}}),
                 "CREATE",
             ),
-            &AgentSettings::default(),
+            None,
         );
         assert_eq!(answer.outcome, Outcome::Denied);
         assert!(
@@ -271,10 +315,7 @@ mod tests {
             serde_json::from_slice(&review_of(json!({"metadata": {"name": "x"}}), "CREATE"))
                 .unwrap();
         body["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
-        let answer = review(
-            &serde_json::to_vec(&body).unwrap(),
-            &AgentSettings::default(),
-        );
+        let answer = review(&serde_json::to_vec(&body).unwrap(), None);
         assert_eq!(answer.outcome, Outcome::Allowed);
     }
 }

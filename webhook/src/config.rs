@@ -8,9 +8,9 @@ use clap::Parser;
 
 use crate::mutate::AgentSettings;
 
-/// Triton's mutating admission webhook: injects the readiness gate `apps.triton.io/ready` (and,
-/// when asked by the `apps.triton.io/agent` annotation, the readiness-agent sidecar) into pods of
-/// Triton-managed CloneSets.
+/// Triton's mutating admission webhook: injects the readiness gate `apps.triton.io/ready` into pods
+/// of Triton-managed CloneSets. A pod asking for the readiness-agent sidecar (annotation
+/// `apps.triton.io/agent`) is refused unless --enable-agent is given.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "triton-webhook", version, about, long_about = None)]
 pub struct Args {
@@ -53,6 +53,11 @@ pub struct Args {
     /// Log format: json or text.
     #[arg(long, env = "TRITON_WEBHOOK_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+
+    /// Inject the readiness-agent sidecar into pods that ask for it. Off by default: the agent
+    /// is not built yet, so such pods are refused with a message saying so.
+    #[arg(long, env = "TRITON_WEBHOOK_ENABLE_AGENT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_agent: bool,
 
     /// Image of the injected readiness-agent sidecar.
     #[arg(long, env = "TRITON_WEBHOOK_AGENT_IMAGE", default_value_t = AgentSettings::default().image)]
@@ -104,8 +109,9 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
 }
 
 impl Args {
-    pub fn agent(&self) -> AgentSettings {
-        AgentSettings {
+    /// The readiness-agent injection settings, or `None` when the agent is not enabled.
+    pub fn agent(&self) -> Option<AgentSettings> {
+        self.enable_agent.then(|| AgentSettings {
             image: self.agent_image.clone(),
             port: self.agent_port,
             controller_address: self.agent_controller.clone(),
@@ -114,7 +120,7 @@ impl Args {
             cpu_limit: self.agent_cpu_limit.clone(),
             memory_limit: self.agent_memory_limit.clone(),
             token_expiration_seconds: self.agent_token_expiration,
-        }
+        })
     }
 }
 
@@ -138,6 +144,25 @@ mod tests {
         );
         let args = Args::try_parse_from(["triton-webhook", "--admin-listen", "off"]).unwrap();
         assert_eq!(args.admin_listen, OptionalAddr(None));
+    }
+
+    #[test]
+    fn the_agent_is_off_unless_enabled_by_flag_or_environment() {
+        let args = Args::try_parse_from(["triton-webhook"]).unwrap();
+        assert_eq!(args.agent(), None);
+        let args = Args::try_parse_from(["triton-webhook", "--enable-agent"]).unwrap();
+        assert_eq!(args.agent(), Some(AgentSettings::default()));
+        // The environment fallback, as clap reads it (not set process-wide: tests run in
+        // parallel).
+        let cmd = Args::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "enable_agent")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("TRITON_WEBHOOK_ENABLE_AGENT"))
+        );
     }
 
     #[test]

@@ -47,7 +47,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
         Some(addr) => Some(server::bind(addr).await?),
         None => None,
     };
-    tracing::info!(listen = %args.listen, admin = ?args.admin_listen.0, cert = %args.tls_cert.display(), "triton-webhook serving");
+    tracing::info!(
+        listen = %args.listen,
+        admin = ?args.admin_listen.0,
+        cert = %args.tls_cert.display(),
+        agent = args.enable_agent,
+        "triton-webhook serving"
+    );
+    if !args.enable_agent {
+        tracing::info!(
+            "readiness agent not enabled: pods annotated {} are refused",
+            triton_core::names::AGENT_ANNOTATION
+        );
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -2,7 +2,10 @@
 //!
 //! A pod gets the readiness gate [`READY_GATE`] when it is labelled `managed-by=triton-io` and
 //! owned by an OpenKruise CloneSet. If it also carries the annotation [`AGENT_ANNOTATION`], the
-//! readiness-agent sidecar, its projected token volume and its environment are injected too.
+//! readiness-agent sidecar, its projected token volume and its environment are injected too —
+//! but only when the agent is enabled (`--enable-agent`). The agent is not built yet, so by
+//! default such a pod is refused with [`MutateError::AgentUnavailable`] rather than given a
+//! sidecar whose image nothing builds and whose port nothing serves.
 //! Everything is idempotent: a pod that already has what we add gets nothing twice, so the API
 //! server's reinvocation (`reinvocationPolicy: IfNeeded`) is harmless.
 
@@ -53,6 +56,11 @@ impl Default for AgentSettings {
 pub enum MutateError {
     #[error("annotation {AGENT_ANNOTATION}: {0}")]
     BadAgentAnnotation(String),
+    /// The pod asks for the agent sidecar, and this webhook runs without `--enable-agent`.
+    #[error(
+        "the annotation {AGENT_ANNOTATION} asks for the {AGENT_CONTAINER} readiness sidecar, which is not available in this version of Triton; remove the annotation"
+    )]
+    AgentUnavailable,
 }
 
 /// What the webhook decided for one pod.
@@ -147,8 +155,9 @@ pub fn is_managed(pod: &Pod) -> bool {
     labelled && owned
 }
 
-/// Decides what to do with a pod at creation.
-pub fn mutate(pod: &Pod, agent: &AgentSettings) -> Result<Decision, MutateError> {
+/// Decides what to do with a pod at creation. `agent` is `None` when the readiness agent is not
+/// available (the default): a managed pod asking for it is then refused.
+pub fn mutate(pod: &Pod, agent: Option<&AgentSettings>) -> Result<Decision, MutateError> {
     if !is_managed(pod) {
         return Ok(Decision::NotManaged);
     }
@@ -173,6 +182,9 @@ pub fn mutate(pod: &Pod, agent: &AgentSettings) -> Result<Decision, MutateError>
         .as_ref()
         .and_then(|a| a.get(AGENT_ANNOTATION));
     if let Some(target) = annotation {
+        let Some(agent) = agent else {
+            return Err(MutateError::AgentUnavailable);
+        };
         parse_probe_target(target)?;
         if !spec.containers.iter().any(|c| c.name == AGENT_CONTAINER) {
             ops.push(add(
@@ -358,10 +370,20 @@ mod tests {
         }
     }
 
-    /// Applies the decision's patch to the fixture, as the API server would.
+    /// The webhook with `--enable-agent`.
+    fn with_agent(pod: &Pod) -> Result<Decision, MutateError> {
+        mutate(pod, Some(&AgentSettings::default()))
+    }
+
+    /// The webhook as it runs by default: no agent.
+    fn without_agent(pod: &Pod) -> Result<Decision, MutateError> {
+        mutate(pod, None)
+    }
+
+    /// Applies the decision's patch to the fixture, as the API server would (agent enabled).
     fn admit(fixture: &PodFixture) -> Pod {
         let mut doc = fixture.0.clone();
-        if let Decision::Patch(patch) = mutate(&fixture.pod(), &AgentSettings::default()).unwrap() {
+        if let Decision::Patch(patch) = with_agent(&fixture.pod()).unwrap() {
             json_patch::patch(&mut doc, &patch).expect("the patch applies to the pod");
         }
         serde_json::from_value(doc).unwrap()
@@ -405,26 +427,20 @@ mod tests {
     #[test]
     fn reinvocation_adds_nothing_twice() {
         let once = admit(&PodFixture::cloneset_pod().agent("http://:8080/healthz"));
-        let decision = mutate(&once, &AgentSettings::default()).unwrap();
+        let decision = with_agent(&once).unwrap();
         assert_eq!(decision, Decision::UpToDate);
     }
 
     #[test]
     fn unlabelled_pod_is_not_touched() {
         let fixture = PodFixture::cloneset_pod().remove("/metadata/labels/managed-by");
-        assert_eq!(
-            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
-            Decision::NotManaged
-        );
+        assert_eq!(with_agent(&fixture.pod()).unwrap(), Decision::NotManaged);
     }
 
     #[test]
     fn pod_with_other_managed_by_value_is_not_touched() {
         let fixture = PodFixture::cloneset_pod().set("/metadata/labels/managed-by", json!("helm"));
-        assert_eq!(
-            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
-            Decision::NotManaged
-        );
+        assert_eq!(with_agent(&fixture.pod()).unwrap(), Decision::NotManaged);
     }
 
     #[test]
@@ -437,7 +453,7 @@ mod tests {
             let fixture =
                 PodFixture::cloneset_pod().set("/metadata/ownerReferences", owner.clone());
             assert_eq!(
-                mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
+                with_agent(&fixture.pod()).unwrap(),
                 Decision::NotManaged,
                 "{owner}"
             );
@@ -541,10 +557,7 @@ mod tests {
         let fixture = PodFixture::cloneset_pod()
             .agent("nonsense")
             .remove("/metadata/labels/managed-by");
-        assert_eq!(
-            mutate(&fixture.pod(), &AgentSettings::default()).unwrap(),
-            Decision::NotManaged
-        );
+        assert_eq!(with_agent(&fixture.pod()).unwrap(), Decision::NotManaged);
     }
 
     #[test]
@@ -560,7 +573,7 @@ mod tests {
             "http://a b:80/",
         ] {
             let fixture = PodFixture::cloneset_pod().agent(bad);
-            let err = mutate(&fixture.pod(), &AgentSettings::default()).unwrap_err();
+            let err = with_agent(&fixture.pod()).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with(&format!("annotation {AGENT_ANNOTATION}:")),
@@ -594,5 +607,50 @@ mod tests {
                 port: 5432
             })
         );
+    }
+
+    const UNAVAILABLE: &str = "the annotation apps.triton.io/agent asks for the triton-agent readiness sidecar, which is not available in this version of Triton; remove the annotation";
+
+    #[test]
+    fn without_the_agent_an_annotated_managed_pod_is_refused_saying_the_agent_is_not_available() {
+        for target in ["http://:8080/healthz", "tcp://:5432"] {
+            let fixture = PodFixture::cloneset_pod().agent(target);
+            let err = without_agent(&fixture.pod()).unwrap_err();
+            assert_eq!(err, MutateError::AgentUnavailable, "{target}");
+            assert_eq!(err.to_string(), UNAVAILABLE);
+        }
+    }
+
+    #[test]
+    fn without_the_agent_a_bad_annotation_is_refused_as_unavailable_too() {
+        // Fixing the value would not help: the refusal says what would.
+        for bad in ["", "gopher://x", "http://:0/"] {
+            let fixture = PodFixture::cloneset_pod().agent(bad);
+            assert_eq!(
+                without_agent(&fixture.pod()),
+                Err(MutateError::AgentUnavailable),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_agent_a_managed_pod_without_the_annotation_gets_only_the_gate() {
+        let Decision::Patch(patch) = without_agent(&PodFixture::cloneset_pod().pod()).unwrap()
+        else {
+            panic!("a managed pod is patched");
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([{"op": "add", "path": "/spec/readinessGates/-", "value": {"conditionType": READY_GATE}}])
+        );
+    }
+
+    #[test]
+    fn without_the_agent_an_annotated_unmanaged_pod_is_still_allowed_untouched() {
+        let fixture = PodFixture::cloneset_pod()
+            .agent("http://:8080/healthz")
+            .remove("/metadata/labels/managed-by");
+        assert_eq!(without_agent(&fixture.pod()), Ok(Decision::NotManaged));
     }
 }

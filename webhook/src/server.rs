@@ -27,14 +27,15 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state of the webhook.
 pub struct App {
-    pub agent: AgentSettings,
+    /// The readiness-agent injection settings; `None` unless the agent is enabled.
+    pub agent: Option<AgentSettings>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     draining: AtomicBool,
 }
 
 impl App {
-    pub fn new(agent: AgentSettings, max_body_bytes: usize) -> Arc<Self> {
+    pub fn new(agent: Option<AgentSettings>, max_body_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             agent,
             metrics: Metrics::default(),
@@ -93,7 +94,7 @@ impl App {
                 .collect()
                 .await
             {
-                Ok(body) => admission::review(&body.to_bytes(), &self.agent),
+                Ok(body) => admission::review(&body.to_bytes(), self.agent.as_ref()),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     let mut a = admission::invalid(format!(
                         "body larger than {} bytes",

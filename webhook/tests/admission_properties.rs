@@ -84,8 +84,14 @@ fn pointers(v: &Value, prefix: String, out: &mut Vec<String>) {
     }
 }
 
+/// With the agent enabled and without it (the default).
 fn assert_well_formed(body: &[u8]) {
-    let answer = review(body, &AgentSettings::default());
+    assert_well_formed_with(body, Some(&AgentSettings::default()));
+    assert_well_formed_with(body, None);
+}
+
+fn assert_well_formed_with(body: &[u8], agent: Option<&AgentSettings>) {
+    let answer = review(body, agent);
     assert!(
         answer.status == 200 || (400..500).contains(&answer.status),
         "status {}",
@@ -151,11 +157,9 @@ proptest! {
 
 #[test]
 fn the_valid_review_is_patched_and_its_patch_is_idempotent() {
+    let agent = Some(AgentSettings::default());
     let doc = valid_review();
-    let answer = review(
-        &serde_json::to_vec(&doc).unwrap(),
-        &AgentSettings::default(),
-    );
+    let answer = review(&serde_json::to_vec(&doc).unwrap(), agent.as_ref());
     assert_eq!(answer.outcome, Outcome::Patched);
     let v: Value = serde_json::from_slice(&answer.body).unwrap();
     let bytes: Vec<u8> = serde_json::from_value(v["response"]["patch"].clone()).unwrap();
@@ -165,13 +169,25 @@ fn the_valid_review_is_patched_and_its_patch_is_idempotent() {
 
     let mut again = doc.clone();
     again["request"]["object"] = pod;
-    let answer = review(
-        &serde_json::to_vec(&again).unwrap(),
-        &AgentSettings::default(),
-    );
+    let answer = review(&serde_json::to_vec(&again).unwrap(), agent.as_ref());
     assert_eq!(
         answer.outcome,
         Outcome::Allowed,
         "reinvocation on the patched pod adds nothing"
+    );
+}
+
+#[test]
+fn the_valid_review_asking_for_the_agent_is_denied_by_default() {
+    let answer = review(&serde_json::to_vec(&valid_review()).unwrap(), None);
+    assert_eq!(answer.outcome, Outcome::Denied);
+    let v: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(
+        v["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available in this version of Triton"),
+        "{v}"
     );
 }

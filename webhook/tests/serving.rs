@@ -12,7 +12,6 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::json;
 use tokio::sync::watch;
-use triton_webhook::mutate::AgentSettings;
 use triton_webhook::server::{App, serve};
 use triton_webhook::tls::ReloadingCert;
 
@@ -57,7 +56,7 @@ async fn start() -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stop_rx) = watch::channel(false);
-    let app = App::new(AgentSettings::default(), 4096);
+    let app = App::new(None, 4096);
     let server = tokio::spawn(serve(
         app,
         listener,
