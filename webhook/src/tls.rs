@@ -3,6 +3,7 @@
 //! A broken pair on disk is logged and the previous certificate kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -49,6 +50,25 @@ pub struct ReloadingCert {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     state: RwLock<Loaded>,
+    counts: Counts,
+}
+
+/// How [`ReloadingCert::reload`] has fared so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Files read and compared (each call of `reload`).
+    pub checks: u64,
+    /// A changed, valid pair swapped in.
+    pub loaded: u64,
+    /// A pair that could not be read or was invalid; the previous one kept.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    checks: AtomicU64,
+    loaded: AtomicU64,
+    failed: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -72,12 +92,24 @@ impl ReloadingCert {
             key_path: key_path.into(),
             provider,
             state: RwLock::new(Loaded { key, raw }),
+            counts: Counts::default(),
         }))
     }
 
     /// Re-reads the files; swaps in the new pair when they changed and are valid.
     /// Returns `Ok(true)` when a new certificate was loaded.
     pub fn reload(&self) -> Result<bool, TlsError> {
+        self.counts.checks.fetch_add(1, Ordering::Relaxed);
+        let result = self.try_reload();
+        match result {
+            Ok(true) => self.counts.loaded.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => 0,
+            Err(_) => self.counts.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn try_reload(&self) -> Result<bool, TlsError> {
         let raw = read_pair(&self.cert_path, &self.key_path)?;
         if self.state.read().expect("lock").raw == raw {
             return Ok(false);
@@ -85,6 +117,15 @@ impl ReloadingCert {
         let key = build(&self.cert_path, &self.key_path, &raw, &self.provider)?;
         *self.state.write().expect("lock") = Loaded { key, raw };
         Ok(true)
+    }
+
+    /// How reloading has fared so far.
+    pub fn counts(&self) -> ReloadCounts {
+        ReloadCounts {
+            checks: self.counts.checks.load(Ordering::Relaxed),
+            loaded: self.counts.loaded.load(Ordering::Relaxed),
+            failed: self.counts.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Re-reads the files every `interval` until the task is dropped.

@@ -11,17 +11,30 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::json;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use triton_webhook::server::{App, serve};
 use triton_webhook::tls::ReloadingCert;
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// How long a test waits for something that must happen.
+const BOUND: Duration = Duration::from_secs(10);
 
 struct Fixture {
     addr: String,
     ca_pem: String,
     ca: CertifiedIssuer<'static, KeyPair>,
     dir: std::path::PathBuf,
+    cert: Arc<ReloadingCert>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn write_leaf(dir: &Path, ca: &CertifiedIssuer<'static, KeyPair>) -> Vec<u8> {
@@ -69,20 +82,14 @@ async fn start() -> Fixture {
         ca_pem: ca.pem(),
         ca,
         dir,
+        cert,
         stop,
         server,
     }
 }
 
-async fn served(f: &Fixture) -> Vec<u8> {
-    let stream = f.tls().await;
-    stream.get_ref().1.peer_certificates().unwrap()[0]
-        .as_ref()
-        .to_vec()
-}
-
 impl Fixture {
-    async fn tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    async fn tls(&self) -> TlsStream {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
@@ -94,11 +101,19 @@ impl Fixture {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let tcp = TcpStream::connect(&self.addr).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
             .unwrap()
+    }
+
+    /// The leaf certificate a new connection is served, DER.
+    async fn served(&self) -> Vec<u8> {
+        let stream = self.tls().await;
+        stream.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
     }
 
     async fn request(
@@ -194,48 +209,54 @@ async fn routes_answer_with_the_right_status_codes_and_metrics_count_them() {
             .0,
         200
     );
-    let _ = std::fs::remove_dir_all(&f.dir);
 }
 
 #[tokio::test]
-async fn rewritten_certificate_files_are_served_to_new_connections() {
+async fn rewritten_certificate_files_are_served_to_new_connections_and_broken_ones_are_not() {
     let f = start().await;
-    let before = served(&f).await;
+    let before = f.served().await;
     let new = write_leaf(&f.dir, &f.ca);
-    assert_ne!(before, new);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if served(&f).await == new {
-            break;
-        }
+    assert_ne!(before, new, "the test wrote a different certificate");
+    let deadline = Instant::now() + BOUND;
+    let mut served = f.served().await;
+    while served == before {
         assert!(
             Instant::now() < deadline,
-            "the rewritten certificate was not served within 5 s"
+            "the served certificate did not change within {BOUND:?} of the files being rewritten"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+        served = f.served().await;
     }
-    // A broken file is ignored: the last good certificate stays.
+    assert_eq!(served, new, "the served certificate is the one written");
+
+    // A broken file is read, refused, and the last good certificate stays.
+    let failed = f.cert.counts().failed;
     std::fs::write(f.dir.join("tls.crt"), "garbage").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(served(&f).await, new);
-    let _ = std::fs::remove_dir_all(&f.dir);
+    let deadline = Instant::now() + BOUND;
+    while f.cert.counts().failed == failed {
+        assert!(
+            Instant::now() < deadline,
+            "the broken certificate file was not read within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.served().await, new);
 }
 
 #[tokio::test]
 async fn shutdown_stops_accepting_and_returns() {
-    let f = start().await;
+    let mut f = start().await;
     assert_eq!(
         f.request("GET", "/healthz", "text/plain", vec![]).await.0,
         200
     );
     f.stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), f.server)
+    tokio::time::timeout(Duration::from_secs(5), &mut f.server)
         .await
         .expect("serve returns after shutdown")
         .unwrap();
     assert!(
-        tokio::net::TcpStream::connect(&f.addr).await.is_err(),
+        TcpStream::connect(&f.addr).await.is_err(),
         "the listener is closed"
     );
-    let _ = std::fs::remove_dir_all(&f.dir);
 }
