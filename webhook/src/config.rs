@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::mutate::AgentSettings;
+use crate::server::Limits;
 
 /// Triton's mutating admission webhook: injects the readiness gate `apps.triton.io/ready` into pods
 /// of Triton-managed CloneSets. A pod asking for the readiness-agent sidecar (annotation
@@ -49,6 +50,32 @@ pub struct Args {
     /// Largest AdmissionReview body accepted, in bytes.
     #[arg(long, env = "TRITON_WEBHOOK_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// A connection that has not completed its TLS handshake this long after it was accepted is
+    /// closed.
+    #[arg(long, env = "TRITON_WEBHOOK_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub tls_handshake_timeout: Duration,
+
+    /// A request whose headers have not all arrived this long after the server began waiting for
+    /// them is refused and its connection closed (slow or silent clients). HTTP/1.1 also closes a
+    /// keep-alive connection that sends no new request for this long.
+    #[arg(long, env = "TRITON_WEBHOOK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// A request whose body has not fully arrived this long after its headers gets 408.
+    #[arg(long, env = "TRITON_WEBHOOK_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub body_read_timeout: Duration,
+
+    /// A keep-alive connection with no request in flight for this long is closed (HTTP/2: with
+    /// GOAWAY).
+    #[arg(long, env = "TRITON_WEBHOOK_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once, per listener. At the limit no new connection is accepted
+    /// (they wait in the listen backlog) until one closes.
+    #[arg(long, env = "TRITON_WEBHOOK_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Log format: json or text.
     #[arg(long, env = "TRITON_WEBHOOK_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
@@ -108,6 +135,15 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     }
 }
 
+/// A duration for a timeout: humantime (`10s`, `1m30s`, `500ms`), more than zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 1m30s, 500ms)"))?;
+    if d.is_zero() {
+        return Err("a timeout must be longer than 0".into());
+    }
+    Ok(d)
+}
+
 impl Args {
     /// The readiness-agent injection settings, or `None` when the agent is not enabled.
     pub fn agent(&self) -> Option<AgentSettings> {
@@ -121,6 +157,18 @@ impl Args {
             memory_limit: self.agent_memory_limit.clone(),
             token_expiration_seconds: self.agent_token_expiration,
         })
+    }
+
+    /// What one client may hold: timeouts, connection cap, body size.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_body_bytes: self.max_body_bytes,
+        }
     }
 }
 
@@ -163,6 +211,41 @@ mod tests {
             arg.get_env(),
             Some(std::ffi::OsStr::new("TRITON_WEBHOOK_ENABLE_AGENT"))
         );
+    }
+
+    #[test]
+    fn limits_default_to_bounded_values_and_can_be_set() {
+        let limits = Args::try_parse_from(["triton-webhook"]).unwrap().limits();
+        assert_eq!(limits, Limits::default());
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.max_connections, 1024);
+        let limits = Args::try_parse_from([
+            "triton-webhook",
+            "--header-read-timeout=2s",
+            "--idle-timeout=1m30s",
+            "--max-connections=8",
+        ])
+        .unwrap()
+        .limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.max_connections, 8);
+    }
+
+    #[test]
+    fn zero_or_malformed_timeouts_and_a_zero_connection_cap_are_refused() {
+        for (flag, value) in [
+            ("--header-read-timeout", "0s"),
+            ("--idle-timeout", "soon"),
+            ("--tls-handshake-timeout", "10"),
+            ("--max-connections", "0"),
+        ] {
+            let err = Args::try_parse_from(["triton-webhook", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

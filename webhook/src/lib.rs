@@ -3,7 +3,7 @@
 //! * [`mutate`]: the pure mutation (pod -> JSON Patch), idempotent;
 //! * [`admission`]: AdmissionReview bytes -> answer bytes, total (never panics, never 5xx);
 //! * [`tls`]: the serving certificate, reloaded when its files change;
-//! * [`server`]: HTTPS + admin HTTP serving with graceful shutdown;
+//! * [`server`]: HTTPS + admin HTTP serving with timeouts, a connection cap and graceful shutdown;
 //! * [`config`]: flags with environment fallbacks.
 
 pub mod admission;
@@ -40,7 +40,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let cert = tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider)?;
     let _reloader = cert.spawn_watcher(args.cert_reload_interval);
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
-    let app = server::App::new(args.agent(), args.max_body_bytes);
+    let app = server::App::new(args.agent(), args.limits());
 
     let listener = server::bind(args.listen).await?;
     let admin = match args.admin_listen.0 {
@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         admin = ?args.admin_listen.0,
         cert = %args.tls_cert.display(),
         agent = args.enable_agent,
+        limits = ?args.limits(),
         "triton-webhook serving"
     );
     if !args.enable_agent {
