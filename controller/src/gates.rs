@@ -19,16 +19,27 @@ use crate::reconcile::{Context, Error, set_gate};
 /// CloneSet write that creates its pods, so no pod of it exists while it is Pending. A pod the batch has not claimed counts as its own
 /// while the batch still misses pods; any other pod (a replacement of a baked pod, of an older
 /// revision, of an action that does not pull in) is not held.
-pub fn held(pod: &Pod, deployflows: &[DeployFlow]) -> bool {
+/// `live` are the names of the instance's pods that exist and are not terminating: a claimed pod
+/// that is gone no longer counts, so its replacement is held in its place. The un-baked batch of
+/// a canceled release stays held (cancel removes those pods; they never take traffic).
+pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[String]) -> bool {
     let name = pod.name_any();
     deployflows.iter().any(|df| {
         let status = df.status.clone().unwrap_or_default();
-        if status.finished || status.phase != DeployPhase::BatchStarted || !df.spec.pull_in() {
+        if !df.spec.pull_in() {
             return false;
         }
         let Some(cur) = status.current() else {
             return false;
         };
+        if status.phase == DeployPhase::Canceled {
+            return cur.phase != BatchPhase::Baked
+                && cur.pulled_in_at.is_none()
+                && cur.pods.iter().flatten().any(|p| p.name == name);
+        }
+        if status.finished || status.phase != DeployPhase::BatchStarted {
+            return false;
+        }
         let unbaked = matches!(
             cur.phase,
             BatchPhase::Smoking | BatchPhase::Smoked | BatchPhase::SmokeFailed
@@ -41,7 +52,13 @@ pub fn held(pod: &Pod, deployflows: &[DeployFlow]) -> bool {
         {
             return false;
         }
-        let claimed: Vec<&str> = cur.pods.iter().flatten().map(|p| p.name.as_str()).collect();
+        let claimed: Vec<&str> = cur
+            .pods
+            .iter()
+            .flatten()
+            .map(|p| p.name.as_str())
+            .filter(|n| *n == name || live.iter().any(|l| l == n))
+            .collect();
         if claimed.contains(&name.as_str()) {
             return true;
         }
@@ -65,11 +82,27 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
     if !observe::is_true(&pod, "ContainersReady") || observe::is_failing(&pod) {
         return Ok(Requeue::await_change());
     }
-    let dfs = ctx.deployflows_of(
-        pod.namespace().as_deref().unwrap_or_default(),
-        pod.labels().get(INSTANCE_LABEL).map(String::as_str),
-    );
-    if held(&pod, &dfs) {
+    let ns = pod.namespace().unwrap_or_default();
+    let instance = pod.labels().get(INSTANCE_LABEL).cloned();
+    let dfs = ctx.deployflows_of(&ns, instance.as_deref());
+    // A DeployFlow cached from before our own last write of it (a batch just started, say)
+    // could show this pod as free: wait for the newer object.
+    if dfs
+        .iter()
+        .any(|d| ctx.stale(&format!("{ns}/{}", d.name_any()), d.metadata.resource_version.as_deref()))
+    {
+        return Ok(Requeue::requeue(std::time::Duration::from_millis(500)));
+    }
+    let live: Vec<String> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
+        .filter(|p| p.labels().get(INSTANCE_LABEL) == instance.as_ref())
+        .filter(|p| !observe::is_terminating(p))
+        .map(|p| p.name_any())
+        .collect();
+    if held(&pod, &dfs, &live) {
         return Ok(Requeue::await_change());
     }
     tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), "pulling in a pod no release holds");
@@ -119,15 +152,38 @@ mod tests {
     #[test]
     fn a_pod_of_the_current_unbaked_batch_is_held() {
         let df = release("update", json!([batch(1, "Smoking", 1, &["new-1"], false)]), &["new-1"]);
-        assert!(held(&pod("new-1", "rev2"), &[df]));
+        assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
+    }
+
+    fn live(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_replacement_of_an_evicted_canary_is_held_in_its_place() {
+        let df = release("update", json!([batch(1, "Smoked", 1, &["canary"], false)]), &["canary"]);
+        assert!(held(&pod("replacement", "rev2"), std::slice::from_ref(&df), &live(&["replacement"])));
+        assert!(
+            !held(&pod("replacement", "rev2"), &[df], &live(&["canary", "replacement"])),
+            "while the canary lives, the batch is full"
+        );
+    }
+
+    #[test]
+    fn the_unbaked_pods_of_a_canceled_release_stay_held() {
+        let mut df = release("update", json!([batch(1, "Smoked", 1, &["new-1"], false)]), &["new-1"]);
+        let s = df.status.as_mut().unwrap();
+        s.phase = DeployPhase::Canceled;
+        s.finished = true;
+        assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
     }
 
     #[test]
     fn a_new_pod_the_batch_has_not_claimed_yet_is_held_while_the_batch_misses_pods() {
         let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
-        assert!(held(&pod("new-1", "rev2"), &[df]));
+        assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
         let df = release("update", json!([batch(1, "Pending", 1, &[], false)]), &[]);
-        assert!(!held(&pod("new-1", "rev2"), &[df]), "a batch not started has no pods");
+        assert!(!held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])), "a batch not started has no pods");
     }
 
     #[test]
@@ -138,24 +194,26 @@ mod tests {
             json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Pending", 1, &[], false)]),
             &["new-1"],
         );
-        assert!(!held(&pod("new-1b", "rev2"), std::slice::from_ref(&df)));
+        assert!(!held(&pod("new-1b", "rev2"), std::slice::from_ref(&df), &live(&["new-1b"])));
         // Once batch 2 has its pod, a further new pod is not held either.
         let df = release(
             "update",
             json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Smoking", 1, &["new-2"], false)]),
             &["new-1", "new-2"],
         );
-        assert!(held(&pod("new-2", "rev2"), std::slice::from_ref(&df)));
-        assert!(!held(&pod("new-1b", "rev2"), &[df]));
+        let l = live(&["new-1b", "new-2"]);
+        assert!(held(&pod("new-2", "rev2"), std::slice::from_ref(&df), &l));
+        assert!(!held(&pod("new-1b", "rev2"), &[df], &l));
     }
 
     #[test]
     fn pods_of_an_older_revision_a_pulled_in_batch_or_a_restart_are_not_held() {
         let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
-        assert!(!held(&pod("old-1", "rev1"), &[df]));
+        let l = live(&["old-1", "new-1"]);
+        assert!(!held(&pod("old-1", "rev1"), &[df], &l));
         let df = release("update", json!([batch(1, "Smoked", 1, &["new-1"], true)]), &["new-1"]);
-        assert!(!held(&pod("new-1", "rev2"), &[df]), "the engine sets its gate itself");
+        assert!(!held(&pod("new-1", "rev2"), &[df], &l), "the engine sets its gate itself");
         let df = release("restart", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
-        assert!(!held(&pod("new-1", "rev2"), &[df]));
+        assert!(!held(&pod("new-1", "rev2"), &[df], &l));
     }
 }

@@ -35,6 +35,20 @@ pub struct CloneSetSpecView {
     pub update_strategy: UpdateStrategyView,
     #[serde(default)]
     pub scale_strategy: ScaleStrategyView,
+    #[serde(default)]
+    pub template: TemplateView,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct TemplateView {
+    #[serde(default)]
+    pub metadata: TemplateMetaView,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct TemplateMetaView {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -106,6 +120,10 @@ impl CloneSetView {
             Value::String(s) => s.parse().ok(),
             _ => None,
         }
+    }
+    /// The labels of the pods the CloneSet creates.
+    pub fn template_labels(&self) -> &BTreeMap<String, String> {
+        &self.spec.template.metadata.labels
     }
     pub fn pods_to_delete(&self) -> &[String] {
         self.spec.scale_strategy.pods_to_delete.as_deref().unwrap_or(&[])

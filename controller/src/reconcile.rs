@@ -195,7 +195,7 @@ impl Context {
     /// its precondition, but writes before it would already have happened). The watch event of
     /// the newer object triggers the next step. resourceVersions are compared as the etcd
     /// revisions they are; one that does not parse is never called stale.
-    fn stale(&self, key: &str, rv: Option<&str>) -> bool {
+    pub fn stale(&self, key: &str, rv: Option<&str>) -> bool {
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         older_than(rv, written.get(key).copied())
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
+use triton_core::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use triton_core::release::{self, Action, DeployPhase};
 
 use super::{Effect, Step, cloneset};
@@ -43,6 +44,18 @@ impl Step<'_, '_> {
                     Action::ScaleIn if r > current => Some("scale_out"),
                     _ => None,
                 };
+                let template_labels = cs.template_labels();
+                if !action.is_revision_changing()
+                    && template_labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
+                {
+                    let msg = format!(
+                        "CloneSet {} was not released by Triton: its pods lack the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}, so {} cannot see them; release it once with action update",
+                        self.cs_name(),
+                        serde_json::to_value(action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                    );
+                    self.set_phase(DeployPhase::Failed, Some(msg));
+                    return;
+                }
                 if let Some(use_instead) = wrong {
                     let msg = format!(
                         "{} to {r} replicas, but CloneSet {} has {current}; use {use_instead}",
@@ -107,12 +120,33 @@ impl Step<'_, '_> {
             return;
         };
         if self.owned().is_none() {
-            // Adopted before the status write; the cache still shows the CloneSet as it was.
-            self.wait(format!(
-                "waiting for CloneSet {} to show this release's hold",
-                self.cs_name()
-            ));
-            self.requeue_after(Duration::from_secs(5));
+            match cs.released_by() {
+                Some(other) => {
+                    let msg = format!(
+                        "CloneSet {} is held by DeployFlow {other}, which took it at the same time",
+                        self.cs_name()
+                    );
+                    self.set_phase(DeployPhase::Failed, Some(msg));
+                }
+                None if self.spec().action == Action::Create => {
+                    let msg = format!(
+                        "CloneSet {} already exists (created by someone else); use action update",
+                        self.cs_name()
+                    );
+                    self.set_phase(DeployPhase::Failed, Some(msg));
+                }
+                None => {
+                    // Adopted before the status write; the cache may still show the CloneSet as
+                    // it was. Adopting again is harmless and ends the wait if the write was lost.
+                    self.before
+                        .push(Effect::PatchCloneSet(cloneset::adopt_patch(self.w.df, cs)));
+                    self.wait(format!(
+                        "waiting for CloneSet {} to show this release's hold",
+                        self.cs_name()
+                    ));
+                    self.requeue_after(Duration::from_secs(5));
+                }
+            }
             return;
         }
         if !cs.caught_up() {

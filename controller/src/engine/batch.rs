@@ -130,7 +130,7 @@ impl<'a> Step<'_, 'a> {
         };
         self.status.batches = plan.batches;
         self.status.message = None;
-        let batch = self.status.finished_batches + 1;
+        let batch = self.status.finished_batches.saturating_add(1);
         self.status
             .conditions
             .get_or_insert_with(Vec::new)
@@ -297,17 +297,6 @@ impl<'a> Step<'_, 'a> {
     }
 
     fn smoked(&mut self, cur: &BatchCondition) {
-        if cur.canary && !release::move_forward(self.current(), false, self.desired()) {
-            self.wait(format!(
-                "canary batch {} is Smoked; waiting for Next (stage Baking)",
-                cur.batch
-            ));
-            return;
-        }
-        if self.spec().action == Action::ScaleIn {
-            self.status.current_mut().expect("a current batch").phase = BatchPhase::Baking;
-            return;
-        }
         // A batch pod that is gone (deleted, evicted) is replaced by Kruise: smoke again with
         // the replacement instead of waiting for a pod that will never come back.
         let gone: Vec<String> = cur
@@ -334,6 +323,17 @@ impl<'a> Step<'_, 'a> {
                 cur.batch,
                 gone.join(", ")
             ));
+            return;
+        }
+        if cur.canary && !release::move_forward(self.current(), false, self.desired()) {
+            self.wait(format!(
+                "canary batch {} is Smoked; waiting for Next (stage Baking)",
+                cur.batch
+            ));
+            return;
+        }
+        if self.spec().action == Action::ScaleIn {
+            self.status.current_mut().expect("a current batch").phase = BatchPhase::Baking;
             return;
         }
         let pods: Vec<Pod> = self.batch_pods().into_iter().cloned().collect();
@@ -423,12 +423,12 @@ impl<'a> Step<'_, 'a> {
             .collect();
         match &cur.pods_to_delete {
             None => {
-                let victims = self.victims(cur);
+                let victims = self.victims(cur, cs);
                 if target == CloneSetTarget::default() && victims.is_empty() {
                     self.mark_baked(cur);
                     return;
                 }
-                if let Some(patch) = cloneset::target_patch(None, target, Some(&victims)) {
+                if let Some(patch) = cloneset::finish_patch(cs, target, &victims) {
                     self.after.push(Effect::PatchCloneSet(patch));
                 }
                 let c = self.status.current_mut().expect("a current batch");
@@ -449,9 +449,9 @@ impl<'a> Step<'_, 'a> {
 
     fn mark_baked(&mut self, cur: &BatchCondition) {
         let now = self.now();
-        self.status.finished_batches += 1;
-        self.status.finished_replicas += cur.batch_size;
-        self.status.failed_replicas += cur.failed_replicas;
+        self.status.finished_batches = self.status.finished_batches.saturating_add(1);
+        self.status.finished_replicas = self.status.finished_replicas.saturating_add(cur.batch_size);
+        self.status.failed_replicas = self.status.failed_replicas.saturating_add(cur.failed_replicas);
         self.status.message = None;
         let c = self.status.current_mut().expect("a current batch");
         c.phase = BatchPhase::Baked;
@@ -461,10 +461,26 @@ impl<'a> Step<'_, 'a> {
     /// The pods this batch's finish deletes: scale_in, the named pods first (exactly them), as
     /// many as the batch removes; restart, as many old pods as the batch brought up (the named
     /// ones, else any pod that existed when the release started), not-Ready first.
-    fn victims(&self, cur: &BatchCondition) -> Vec<String> {
+    fn victims(&self, cur: &BatchCondition, cs: &CloneSetView) -> Vec<String> {
         let size = cur.batch_size.max(0) as usize;
         let named = self.spec().pods_to_delete();
-        let live = || self.w.pods.iter().filter(|p| !observe::is_terminating(p));
+        // Never a pod an earlier batch (or the CloneSet) already has on its way out: the cache
+        // may still show it alive while Kruise catches up.
+        let chosen: Vec<&String> = self
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .flat_map(|c| c.pods_to_delete.iter().flatten())
+            .chain(cs.pods_to_delete())
+            .collect();
+        let live = || {
+            self.w
+                .pods
+                .iter()
+                .filter(|p| !observe::is_terminating(p))
+                .filter(|p| !chosen.contains(&&p.name_any()))
+        };
         match self.spec().action {
             Action::ScaleIn => {
                 let existing: Vec<String> = live().map(|p| p.name_any()).collect();

@@ -139,7 +139,26 @@ pub fn target_patch(
     (!spec.is_empty()).then(|| json!({"spec": spec}))
 }
 
-/// Whether the CloneSet (as cached) has reached `target` with `pods_to_delete` listed or gone.
+/// The finish of a batch: every target field (the decision is new, so the cache is not asked
+/// whether it is already there), and the pods to delete added to those the CloneSet lists (a
+/// merge patch replaces the list: an earlier batch's pod not yet deleted must stay in it).
+pub fn finish_patch(cs: &CloneSetView, target: CloneSetTarget, victims: &[String]) -> Option<Value> {
+    let mut patch = target_patch(None, target, None).unwrap_or_else(|| json!({"spec": {}}));
+    if !victims.is_empty() {
+        let mut all = cs.pods_to_delete().to_vec();
+        for n in victims {
+            if !all.contains(n) {
+                all.push(n.clone());
+            }
+        }
+        patch["spec"]["scaleStrategy"] = json!({"podsToDelete": all});
+    }
+    (patch["spec"].as_object().is_some_and(|m| !m.is_empty())).then_some(patch)
+}
+
+/// Whether the CloneSet (as cached) has carried out a finish: its spec shows `target`, Kruise
+/// has observed that spec, and every pod to delete is terminating or gone (`live` are the
+/// names of the pods not terminating).
 pub fn reached(
     cs: &CloneSetView,
     target: CloneSetTarget,
@@ -148,9 +167,8 @@ pub fn reached(
 ) -> bool {
     target.replicas.is_none_or(|r| cs.spec.replicas == r)
         && target.partition.is_none_or(|p| cs.partition() == Some(p))
-        && pods_to_delete
-            .iter()
-            .all(|n| cs.pods_to_delete().contains(n) || !live.contains(n))
+        && cs.caught_up()
+        && pods_to_delete.iter().all(|n| !live.contains(n))
 }
 
 /// Pauses or unpauses the CloneSet's update.

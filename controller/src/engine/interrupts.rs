@@ -1,7 +1,8 @@
 //! Cancel, pause and resume (reference §2.8; DESIGN §2 decisions 4 and 5), and what deleting a
 //! running release does (cancel it).
 
-use triton_core::release::{self, BatchPhase, DeployPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use triton_core::release::{self, Action, BatchPhase, DeployPhase};
 
 use super::batch::gate;
 use super::{Effect, Step, cloneset};
@@ -18,8 +19,9 @@ impl Step<'_, '_> {
         let failed = self.status.current().is_some_and(|c| c.phase.is_failed());
         if failed {
             // The failure wrote `paused: true` into the spec before its status (see
-            // `fail_batch`), so any other value in the same object is the user's resume.
-            if base.paused != Some(true) {
+            // `fail_batch`), so `paused: false` in the same object is the user's resume. A
+            // `paused` removed altogether is not: a resume is an explicit `false`.
+            if base.paused == Some(false) {
                 self.resume_failed();
             }
             return true;
@@ -39,7 +41,47 @@ impl Step<'_, '_> {
         }
         self.status.paused = want;
         self.status.message = want.then(|| "paused".to_string());
+        if want {
+            // A failure's spec write may have landed without its status (a crash, a conflict):
+            // a pause over a failing batch is that failure.
+            self.refail_if_failing();
+        } else if let Some(c) = self.status.current_mut()
+            && c.phase == BatchPhase::Smoking
+        {
+            // The smoke timer does not run while paused.
+            c.smoke_started_at = Some(Time(self.w.now));
+        }
         true
+    }
+
+    fn refail_if_failing(&mut self) {
+        let Some(cur) = self.status.current().cloned() else {
+            return;
+        };
+        if !matches!(cur.phase, BatchPhase::Smoking | BatchPhase::Smoked) {
+            return;
+        }
+        let failing: Vec<String> = self
+            .batch_pods()
+            .iter()
+            .filter(|p| observe::is_failing(p))
+            .map(|p| {
+                format!(
+                    "{} ({})",
+                    p.metadata.name.clone().unwrap_or_default(),
+                    observe::not_ready_reason(p)
+                )
+            })
+            .collect();
+        if !failing.is_empty() {
+            let n = failing.len() as i32;
+            let msg = format!(
+                "batch {} failed its smoke test: {}",
+                cur.batch,
+                failing.join(", ")
+            );
+            self.fail_batch(BatchPhase::SmokeFailed, n, msg);
+        }
     }
 
     /// A resume of a failed batch: refused while its pods still fail (the spec is paused again),
@@ -127,7 +169,21 @@ impl Step<'_, '_> {
                     merge(&mut patch, t);
                 }
             }
-            if !cs.pods_to_delete().is_empty() {
+            // The un-baked batch's pods are the ones the lower target removes: name them, so
+            // Kruise deletes exactly those (older lists are dropped).
+            let unbaked_pods: Vec<String> = unbaked
+                .iter()
+                .filter(|_| started && self.spec().action != Action::ScaleIn)
+                .flat_map(|c| c.pods.iter().flatten())
+                .filter(|p| self.live_pod(&p.name).is_some())
+                .map(|p| p.name.clone())
+                .collect();
+            if !unbaked_pods.is_empty() {
+                merge(
+                    &mut patch,
+                    serde_json::json!({"spec": {"scaleStrategy": {"podsToDelete": unbaked_pods}}}),
+                );
+            } else if !cs.pods_to_delete().is_empty() {
                 merge(
                     &mut patch,
                     serde_json::json!({"spec": {"scaleStrategy": {"podsToDelete": null}}}),

@@ -66,7 +66,8 @@ impl Fixture {
         self.cs = Some(json!({
             "metadata": {"name": "app", "namespace": "ns", "generation": 3, "resourceVersion": "7",
                 "annotations": {RELEASE_ANNOTATION: "app-v2"}},
-            "spec": {"replicas": replicas, "updateStrategy": {"partition": partition}},
+            "spec": {"replicas": replicas, "updateStrategy": {"partition": partition},
+                "template": {"metadata": {"labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}}},
             "status": {"observedGeneration": 3, "replicas": replicas, "readyReplicas": ready,
                 "updatedReplicas": ready, "updatedReadyReplicas": ready, "updateRevision": "app-rev2"}
         }));
@@ -252,7 +253,7 @@ fn resuming_a_failed_batch_whose_pods_recovered_smokes_it_again_with_a_fresh_tim
 
 #[test]
 fn resuming_a_bake_failed_batch_retries_the_pull_in() {
-    let d = flow("create", 1, json!({"mode": "auto"}))
+    let d = flow("create", 1, json!({"mode": "auto", "paused": false}))
         .status(running(
             vec![batch(1, "BakeFailed", &["new-1"], json!({"pulledInAt": at_str(5)}))],
             json!({"paused": true}),
@@ -449,10 +450,44 @@ fn a_finish_the_cloneset_shows_marks_the_batch_baked() {
         .cs_set("/spec/updateStrategy", json!({}));
     f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["old-a"]});
     f.df["status"]["conditions"][0]["podsToDelete"] = json!(["old-a"]);
-    let d = f.now(20).decide();
+    f.now = at(20);
+    let d = f.decide();
+    assert_eq!(
+        current(&d).phase,
+        BatchPhase::Baking,
+        "not Baked while old-a is still alive (Kruise has not deleted it yet)"
+    );
+    assert!(d.after.is_empty());
+    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-a"));
+    let d = f.decide();
     assert_eq!(current(&d).phase, BatchPhase::Baked);
     assert_eq!(d.status.finished_replicas, 1);
     assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_later_batch_never_picks_a_pod_an_earlier_batch_already_deletes() {
+    // scale_in 5 -> 3 naming a and b, batches of 1; batch 1 chose a, which the cache still
+    // shows alive (Kruise lags): batch 2 must choose b.
+    let mut f = flow("scale_in", 3, json!({"batchSize": 1, "mode": "auto", "podsToDelete": ["a", "b"]}))
+        .status(running(
+            vec![
+                batch(1, "Baked", &[], json!({"podsToDelete": ["a"], "finishedAt": at_str(1)})),
+                batch(2, "Baking", &[], json!({})),
+            ],
+            json!({"replicasAtStart": 5, "replicasToProcess": 2, "finishedReplicas": 1, "finishedBatches": 1}),
+        ))
+        .cloneset(4, None, 4);
+    f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["a"]});
+    for n in ["a", "b", "c", "d", "e"] {
+        f = f.pod(pod(n, "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100));
+    }
+    let d = f.now(5).decide();
+    assert_eq!(current(&d).pods_to_delete.as_deref(), Some(&["b".to_string()][..]));
+    assert_eq!(
+        cloneset_patches(&d.after),
+        vec![&json!({"spec": {"replicas": 3, "scaleStrategy": {"podsToDelete": ["a", "b"]}}})]
+    );
 }
 
 // ---- items 7 and 8: a CloneSet gone, scale direction ------------------------------------------
@@ -577,4 +612,56 @@ fn a_cloneset_taken_by_another_release_fails_this_one() {
         .decide();
     assert_eq!(d.status.phase, DeployPhase::Failed);
     assert!(d.status.message.unwrap().contains("names other"));
+}
+
+#[test]
+fn restart_or_scale_of_a_cloneset_triton_never_released_is_refused() {
+    let d = existing(1)
+        .cs_set("/spec/template/metadata/labels", json!({"app": "x"}))
+        .decide();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.status.message.unwrap().contains("release it once with action update"));
+    assert!(d.before.is_empty());
+}
+
+#[test]
+fn a_removed_paused_field_is_not_a_resume() {
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+            json!({"paused": true}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(ready_pod("new-1", 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.before.is_empty() && d.after.is_empty());
+}
+
+#[test]
+fn a_pause_over_a_failing_batch_is_that_failure_when_its_status_was_lost() {
+    // The failure's spec write landed (paused: true), its status write did not.
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": true}))
+        .status(running(vec![batch(1, "Smoking", &["new-1"], json!({}))], json!({"pods": ["new-1"]})))
+        .cloneset(4, Some(3), 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 3, 1))
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.paused);
+}
+
+#[test]
+fn cancel_names_the_unbaked_pods_so_kruise_removes_exactly_those() {
+    let d = flow("update", 3, json!({"batchSize": 1, "canceled": true}))
+        .status(running(
+            vec![batch(1, "Smoked", &["new-1"], json!({}))],
+            json!({"pods": ["new-1"]}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(ready_pod("new-1", 1))
+        .decide();
+    assert_eq!(d.status.phase, DeployPhase::Canceled);
+    let p = cloneset_patches(&d.before)[0];
+    assert_eq!(p["spec"]["scaleStrategy"]["podsToDelete"], json!(["new-1"]));
+    assert_eq!(p["spec"]["replicas"], 3);
 }
