@@ -47,14 +47,17 @@ pub struct DeployFlowSpec {
 pub struct ApplicationSpec {
     /// Goes into the label `app`.
     #[serde(rename = "appID")]
+    #[x_kube(validation = Rule::new("self >= 0").message("appID must not be negative (it is the label app)"))]
     pub app_id: i64,
     /// Goes into the label `group`.
     #[serde(rename = "groupID")]
+    #[x_kube(validation = Rule::new("self >= 0").message("groupID must not be negative (it is the label group)"))]
     pub group_id: i64,
     /// Goes into the label `app.kubernetes.io/name`.
+    #[x_kube(validation = Rule::new("size(self) <= 63 && self.matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')").message("appName must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub app_name: String,
     /// Name of the CloneSet (in the DeployFlow's namespace) and the label `app.kubernetes.io/instance`.
-    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 63").message("instanceName must be a non-empty name of at most 63 characters"))]
+    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("instanceName must be a non-empty DNS label of at most 63 characters (lowercase letters, digits and '-'): it names the CloneSet"))]
     pub instance_name: String,
     /// Accepted for compatibility; the CloneSet selector is always the default label set.
     pub selector: LabelSelector,

@@ -111,16 +111,23 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    let dyntype_for_log = dyntype.clone();
     let writer = Writer::new_shared(SUBSCRIBE_BUFFER, dyntype);
     let reader = writer.as_reader();
     let handle = writer.subscribe().expect("a shared writer");
     let (tx, rx) = watch::channel(false);
+    let kind = K::kind(&dyntype_for_log).to_string();
     let fut = watcher(api, cfg)
         .default_backoff()
         .reflect_shared(writer)
         .for_each(move |ev| {
-            if let Ok(watcher::Event::InitDone) = ev {
-                tx.send_replace(true);
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    tx.send_replace(true);
+                }
+                // Retried with backoff; an RBAC or CRD problem must not be silent.
+                Err(error) => tracing::warn!(kind = %kind, %error, "watch failed; retrying"),
+                _ => {}
             }
             async {}
         });
@@ -190,8 +197,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .default_backoff()
         .reflect(services_writer)
         .for_each(move |ev| {
-            if let Ok(watcher::Event::InitDone) = ev {
-                services_tx.send_replace(true);
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    services_tx.send_replace(true);
+                }
+                Err(error) => tracing::warn!(kind = "Service", %error, "watch failed; retrying"),
+                _ => {}
             }
             async {}
         });
@@ -224,6 +235,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         leading: AtomicBool::new(!args.leader_elect),
         failpoint,
         written: Default::default(),
+        reported: Default::default(),
         synced: vec![
             ("pods", pods_synced),
             ("services", services_synced),

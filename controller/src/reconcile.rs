@@ -63,6 +63,10 @@ pub enum Error {
     },
     #[error("finalizer {RELEASE_FINALIZER}: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("the API server refused the write of CloneSet {name}: {message}")]
+    CloneSetRefused { name: String, message: String },
+    #[error("removing finalizer {RELEASE_FINALIZER}: {0}")]
+    RemoveFinalizer(#[source] kube::Error),
     #[error("DeployFlow has no namespace")]
     NoNamespace,
 }
@@ -74,8 +78,8 @@ impl Error {
             Error::PatchCloneSet { .. } | Error::CreateCloneSet { .. } => "cloneset",
             Error::FlipGate { .. } => "pod",
             Error::PatchStatus(_) | Error::PatchSpec(_) | Error::Abort { .. } => "deployflow",
-            Error::Finalizer(_) => "finalizer",
-            Error::NoNamespace => "state",
+            Error::Finalizer(_) | Error::RemoveFinalizer(_) => "finalizer",
+            Error::CloneSetRefused { .. } | Error::NoNamespace => "state",
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct Context {
     /// Whether this replica holds the Lease (only the leader writes).
     pub leading: AtomicBool,
     pub failpoint: Option<Failpoint>,
+    /// Undecodable DeployFlow versions already reported (uid@resourceVersion).
+    pub reported: Mutex<std::collections::HashSet<String>>,
     /// The resourceVersion of this controller's last write of each DeployFlow (see `stale`).
     pub written: Mutex<HashMap<String, u64>>,
     /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
@@ -183,6 +189,8 @@ impl Context {
             .state()
             .iter()
             .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
+            // Finished releases matter no more, but a canceled one's un-baked pods stay held.
+            .filter(|o| o.data["status"]["finished"] != json!(true) || o.data["status"]["phase"] == json!("Canceled"))
             .filter(|o| {
                 instance.is_none_or(|i| o.data["spec"]["application"]["instanceName"] == json!(i))
             })
@@ -206,6 +214,15 @@ impl Context {
             let e = written.entry(key.to_string()).or_insert(0);
             *e = (*e).max(rv);
         }
+    }
+
+    /// Forgets a DeployFlow that is gone.
+    fn forget(&self, key: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.backoff.succeeded(key);
     }
 
     fn cloneset(&self, ns: &str, name: &str) -> Option<CloneSetView> {
@@ -232,14 +249,20 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
     }
     ctx.synced().await;
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let key = format!("{ns}/{}", obj.name_any());
     let df = match decode(&obj) {
         Ok(df) => Arc::new(df),
         Err(error) => {
             report_undecodable(&obj, &error, &ctx).await;
+            if obj.metadata.deletion_timestamp.is_some() {
+                // Nothing to cancel that we can read; let it go, releasing the CloneSet it holds.
+                release_raw(&obj, &ns, &ctx).await?;
+                remove_finalizer(&ctx, &ns, &obj.metadata).await?;
+                ctx.forget(&key);
+            }
             return Ok(Requeue::await_change());
         }
     };
-    let key = format!("{ns}/{}", df.name_any());
     if ctx.stale(&key, df.metadata.resource_version.as_deref()) {
         tracing::debug!(deployflow = %key, "cached DeployFlow older than our last write; waiting for it");
         return Ok(Requeue::requeue(Duration::from_millis(500)));
@@ -247,9 +270,17 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
     let finished = df.status.as_ref().is_some_and(|s| s.finished);
     let has_finalizer = df.finalizers().iter().any(|f| f == RELEASE_FINALIZER);
     if finished && !has_finalizer {
-        // Finished before finalizers existed, or never started here: nothing to clean up.
+        // Finished: nothing to clean up.
         return Ok(Requeue::await_change());
     }
+    if finished && df.metadata.deletion_timestamp.is_none() {
+        // A finished release has released its CloneSet: its finalizer goes, so that deleting
+        // it (or its namespace) never waits for this controller.
+        remove_finalizer(&ctx, &ns, &df.metadata).await?;
+        ctx.forget(&key);
+        return Ok(Requeue::await_change());
+    }
+    let deleting = df.metadata.deletion_timestamp.is_some();
     let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
     let result = finalizer(&api, RELEASE_FINALIZER, df, |event| async {
@@ -263,11 +294,79 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
     ctx.metrics.reconciled(started.elapsed());
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
+        if deleting {
+            ctx.forget(&key);
+        }
     }
     result
 }
 
+/// Removes our finalizer (the list is replaced whole, so the resourceVersion is a precondition).
+async fn remove_finalizer(
+    ctx: &Context,
+    ns: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(), Error> {
+    let rest: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != RELEASE_FINALIZER)
+        .collect();
+    if rest.len() == meta.finalizers.as_ref().map_or(0, |f| f.len()) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}});
+    let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);
+    match api
+        .patch(meta.name.as_deref().unwrap_or_default(), &params(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(Error::RemoveFinalizer(e)),
+    }
+}
+
+/// Releases the CloneSet an undecodable DeployFlow holds, read from its raw JSON.
+async fn release_raw(obj: &RawDeployFlow, ns: &str, ctx: &Context) -> Result<(), Error> {
+    let Some(instance) = obj.data["spec"]["application"]["instanceName"].as_str() else {
+        return Ok(());
+    };
+    let Some(cs) = ctx.cloneset(ns, instance) else {
+        return Ok(());
+    };
+    if cs.released_by() != Some(obj.name_any().as_str()) {
+        return Ok(());
+    }
+    let patch = crate::engine::cloneset::release_patch(&cs, true);
+    Api::<RawCloneSet>::namespaced(ctx.client.clone(), ns)
+        .patch(instance, &params(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .or_else(|e| match e {
+            kube::Error::Api(e) if e.code == 404 => Ok(()),
+            source => Err(Error::PatchCloneSet {
+                name: instance.to_string(),
+                source,
+            }),
+        })
+}
+
 async fn report_undecodable(obj: &RawDeployFlow, error: &serde_json::Error, ctx: &Context) {
+    let version = format!(
+        "{}@{}",
+        obj.metadata.uid.as_deref().unwrap_or_default(),
+        obj.metadata.resource_version.as_deref().unwrap_or_default()
+    );
+    if !ctx
+        .reported
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(version)
+    {
+        return;
+    }
     ctx.metrics.undecodable();
     let name = obj.name_any();
     tracing::warn!(deployflow = %name, namespace = ?obj.namespace(), %error, "skipping a DeployFlow that cannot be read");
@@ -341,7 +440,23 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
     } else {
         engine::step(&world)
     };
-    execute(df, &ns, decision, ctx).await
+    match execute(df, &ns, decision, ctx).await {
+        // A write the API server will refuse every time (an invalid label, a bad template): the
+        // release fails with the server's message instead of retrying forever.
+        Err(Error::CloneSetRefused { name, message }) if !deleting => {
+            let patch = json!({"metadata": {"resourceVersion": df.resource_version()},
+                "status": {"phase": "Failed", "finished": true, "finishedAt": now(), "updatedAt": now(),
+                "message": format!("the API server refused Triton's write of CloneSet {name}: {message}")}});
+            Api::<DeployFlow>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(&df.name_any(), &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::PatchStatus)?;
+            ctx.metrics.transition(DeployPhase::Failed, Duration::ZERO);
+            publish(ctx, df, true, "Unhealthy", format!("CloneSet {name} refused the release's write: {message}")).await;
+            Ok(Requeue::await_change())
+        }
+        other => other,
+    }
 }
 
 async fn execute(
@@ -441,6 +556,9 @@ async fn apply_effect(
             match clonesets().create(&pp, &obj).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+                    return Err(Error::CloneSetRefused { name: cs_name, message: e.message });
+                }
                 Err(source) => return Err(Error::CreateCloneSet { name: cs_name, source }),
             }
         }
@@ -449,6 +567,9 @@ async fn apply_effect(
                 Ok(_) => {}
                 // Gone: the next step sees it gone and says so.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+                    return Err(Error::CloneSetRefused { name: cs_name, message: e.message });
+                }
                 Err(source) => return Err(Error::PatchCloneSet { name: cs_name, source }),
             }
         }
