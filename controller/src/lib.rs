@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store, store::Writer};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -84,57 +84,61 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
 }
 
-/// One shared reflector per kind: a cache, a subscription handle for the controllers that
-/// react to the kind, a flag that turns true once the first list is in the cache, and the future
-/// that keeps them fed.
+/// One reflector per kind, shared: a cache, one trigger stream per controller that reacts to the
+/// kind (every object the watch delivers, deletions included), a flag that turns true once the
+/// first list is in the cache, and the future that keeps them fed.
 ///
-/// The flag is ours, not `Store::wait_until_ready`: that future keeps a single waker per store
-/// (kube-runtime's `DelayedInit` wraps a oneshot receiver), so a second waiter on a store the
-/// controller also waits on would leave one of them asleep forever.
+/// Not kube-runtime's `store_shared`/`ReflectHandle`: a handle looks each event's object up in
+/// the store, so a deletion (no longer in it) is dropped and the handle returns `Pending` without
+/// a waker, stalling that controller's trigger for good; and `Store::wait_until_ready` keeps a
+/// single waker per store, so a second waiter (our readiness) could sleep for ever.
 fn shared<K>(
     api: Api<K>,
     cfg: watcher::Config,
-    dyntype: K::DynamicType,
+    subscribers: usize,
 ) -> (
     Store<K>,
-    ReflectHandle<K>,
+    Vec<futures::channel::mpsc::UnboundedReceiver<K>>,
     watch::Receiver<bool>,
     impl Future<Output = ()> + Send,
 )
 where
-    K: kube::Resource
+    K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let dyntype_for_log = dyntype.clone();
-    let writer = Writer::new_shared(SUBSCRIBE_BUFFER, dyntype);
+    let writer = Writer::<K>::default();
     let reader = writer.as_reader();
-    let handle = writer.subscribe().expect("a shared writer");
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..subscribers)
+        .map(|_| futures::channel::mpsc::unbounded())
+        .unzip();
     let (tx, rx) = watch::channel(false);
-    let kind = K::kind(&dyntype_for_log).to_string();
+    let kind = K::kind(&()).to_string();
     let fut = watcher(api, cfg)
         .default_backoff()
-        .reflect_shared(writer)
+        .reflect(writer)
         .for_each(move |ev| {
             match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => {
+                    for s in &senders {
+                        let _ = s.unbounded_send(o.clone());
+                    }
+                }
                 Ok(watcher::Event::InitDone) => {
                     tx.send_replace(true);
                 }
+                Ok(watcher::Event::Init) => {}
                 // Retried with backoff; an RBAC or CRD problem must not be silent.
                 Err(error) => tracing::warn!(kind = %kind, %error, "watch failed; retrying"),
-                _ => {}
             }
             async {}
         });
-    (reader, handle, rx, fut)
+    (reader, receivers, rx, fut)
 }
-
-const SUBSCRIBE_BUFFER: usize = 1024;
 
 /// The unfinished DeployFlows of the instance a labelled object belongs to (all of the
 /// namespace when `instance` is `None`), read from the untyped cache.
@@ -170,23 +174,28 @@ fn on_leading(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()>
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let (pods, pods_sub, pods_synced, pods_task) =
-        shared(Api::<Pod>::all(client.clone()), managed(), ());
-    let (slices, slices_sub, slices_synced, slices_task) = shared(
+    let (pods, mut pods_sub, pods_synced, pods_task) =
+        shared(Api::<Pod>::all(client.clone()), managed(), 2);
+    let (slices, mut slices_sub, slices_synced, slices_task) = shared(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
-        (),
+        1,
     );
-    let (clonesets, cs_sub, cs_synced, cs_task) = shared(
+    let (clonesets, mut cs_sub, cs_synced, cs_task) = shared(
         Api::<RawCloneSet>::all(client.clone()),
         watcher::Config::default(),
-        (),
+        1,
     );
-    let (dfs, dfs_sub, dfs_synced, dfs_task) = shared(
+    let (dfs, mut dfs_sub, dfs_synced, dfs_task) = shared(
         Api::<RawDeployFlow>::all(client.clone()),
         watcher::Config::default(),
-        (),
+        2,
     );
+    fn ok<K>(
+        s: futures::channel::mpsc::UnboundedReceiver<K>,
+    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
+        s.map(Ok)
+    }
     let (services_writer, services) = {
         let w = Writer::<Service>::default();
         let r = w.as_reader();
@@ -247,14 +256,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
     let (for_pods, for_cs, for_slices) = (dfs.clone(), dfs.clone(), dfs.clone());
-    let df_controller = Controller::for_shared_stream(dfs_sub.clone(), dfs.clone())
-        .watches_shared_stream(pods_sub.clone(), move |pod: Arc<Pod>| {
+    let df_controller = Controller::for_stream(ok(dfs_sub.remove(0)), dfs.clone())
+        .watches_stream(ok(pods_sub.remove(0)), move |pod: Pod| {
             deployflows_of(&for_pods, pod.namespace(), pod.labels().get(INSTANCE_LABEL))
         })
-        .watches_shared_stream(cs_sub, move |cs: Arc<RawCloneSet>| {
+        .watches_stream(ok(cs_sub.remove(0)), move |cs: RawCloneSet| {
             deployflows_of(&for_cs, cs.namespace(), Some(&cs.name_any()))
         })
-        .watches_shared_stream(slices_sub, move |slice: Arc<EndpointSlice>| {
+        .watches_stream(ok(slices_sub.remove(0)), move |slice: EndpointSlice| {
             deployflows_of(&for_slices, slice.namespace(), None)
         })
         .reconcile_all_on(on_leading(leading_rx.clone()))
@@ -263,10 +272,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .for_each(|_| async {});
 
     let pods_for_dfs = pods.clone();
-    let gate_controller = Controller::for_shared_stream(pods_sub, pods.clone())
-        .watches_shared_stream(
-            dfs_sub,
-            move |df: Arc<RawDeployFlow>| {
+    let gate_controller = Controller::for_stream(ok(pods_sub.remove(0)), pods.clone())
+        .watches_stream(
+            ok(dfs_sub.remove(0)),
+            move |df: RawDeployFlow| {
                 let instance = df.data["spec"]["application"]["instanceName"].clone();
                 pods_for_dfs
                     .state()
