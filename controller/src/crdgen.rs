@@ -23,7 +23,11 @@ pub fn crd() -> CustomResourceDefinition {
          (self.spec.action == oldSelf.spec.action && self.spec.application == oldSelf.spec.application)"
     );
     for v in crd.spec.versions.iter_mut() {
-        if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             schema.x_kubernetes_validations = Some(vec![ValidationRule {
                 rule: rule.clone(),
                 message: Some(

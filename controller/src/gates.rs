@@ -87,10 +87,12 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
     let dfs = ctx.deployflows_of(&ns, instance.as_deref());
     // A DeployFlow cached from before our own last write of it (a batch just started, say)
     // could show this pod as free: wait for the newer object.
-    if dfs
-        .iter()
-        .any(|d| ctx.stale(&format!("{ns}/{}", d.name_any()), d.metadata.resource_version.as_deref()))
-    {
+    if dfs.iter().any(|d| {
+        ctx.stale(
+            &format!("{ns}/{}", d.name_any()),
+            d.metadata.resource_version.as_deref(),
+        )
+    }) {
         return Ok(Requeue::requeue(std::time::Duration::from_millis(500)));
     }
     let live: Vec<String> = ctx
@@ -107,13 +109,21 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
     }
     tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), "pulling in a pod no release holds");
     set_gate(&ctx.client, &pod, true, "NotHeld").await?;
-    ctx.backoff.succeeded(&format!("pod/{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+    ctx.backoff.succeeded(&format!(
+        "pod/{}/{}",
+        pod.namespace().unwrap_or_default(),
+        pod.name_any()
+    ));
     Ok(Requeue::await_change())
 }
 
 pub fn error_policy(pod: Arc<Pod>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.api_error(error.category());
-    let wait = ctx.backoff.failed(&format!("pod/{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()));
+    let wait = ctx.backoff.failed(&format!(
+        "pod/{}/{}",
+        pod.namespace().unwrap_or_default(),
+        pod.name_any()
+    ));
     tracing::warn!(pod = %pod.name_any(), %error, retry_in = ?wait, "pulling in a pod failed; retrying");
     Requeue::requeue(wait)
 }
@@ -151,7 +161,11 @@ mod tests {
 
     #[test]
     fn a_pod_of_the_current_unbaked_batch_is_held() {
-        let df = release("update", json!([batch(1, "Smoking", 1, &["new-1"], false)]), &["new-1"]);
+        let df = release(
+            "update",
+            json!([batch(1, "Smoking", 1, &["new-1"], false)]),
+            &["new-1"],
+        );
         assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
     }
 
@@ -161,17 +175,33 @@ mod tests {
 
     #[test]
     fn the_replacement_of_an_evicted_canary_is_held_in_its_place() {
-        let df = release("update", json!([batch(1, "Smoked", 1, &["canary"], false)]), &["canary"]);
-        assert!(held(&pod("replacement", "rev2"), std::slice::from_ref(&df), &live(&["replacement"])));
+        let df = release(
+            "update",
+            json!([batch(1, "Smoked", 1, &["canary"], false)]),
+            &["canary"],
+        );
+        assert!(held(
+            &pod("replacement", "rev2"),
+            std::slice::from_ref(&df),
+            &live(&["replacement"])
+        ));
         assert!(
-            !held(&pod("replacement", "rev2"), &[df], &live(&["canary", "replacement"])),
+            !held(
+                &pod("replacement", "rev2"),
+                &[df],
+                &live(&["canary", "replacement"])
+            ),
             "while the canary lives, the batch is full"
         );
     }
 
     #[test]
     fn the_unbaked_pods_of_a_canceled_release_stay_held() {
-        let mut df = release("update", json!([batch(1, "Smoked", 1, &["new-1"], false)]), &["new-1"]);
+        let mut df = release(
+            "update",
+            json!([batch(1, "Smoked", 1, &["new-1"], false)]),
+            &["new-1"],
+        );
         let s = df.status.as_mut().unwrap();
         s.phase = DeployPhase::Canceled;
         s.finished = true;
@@ -183,7 +213,10 @@ mod tests {
         let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
         assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
         let df = release("update", json!([batch(1, "Pending", 1, &[], false)]), &[]);
-        assert!(!held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])), "a batch not started has no pods");
+        assert!(
+            !held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])),
+            "a batch not started has no pods"
+        );
     }
 
     #[test]
@@ -191,14 +224,24 @@ mod tests {
         // Batch 1 baked (new-1 deleted, replaced by new-1b); batch 2 not started yet.
         let df = release(
             "update",
-            json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Pending", 1, &[], false)]),
+            json!([
+                batch(1, "Baked", 1, &["new-1"], true),
+                batch(2, "Pending", 1, &[], false)
+            ]),
             &["new-1"],
         );
-        assert!(!held(&pod("new-1b", "rev2"), std::slice::from_ref(&df), &live(&["new-1b"])));
+        assert!(!held(
+            &pod("new-1b", "rev2"),
+            std::slice::from_ref(&df),
+            &live(&["new-1b"])
+        ));
         // Once batch 2 has its pod, a further new pod is not held either.
         let df = release(
             "update",
-            json!([batch(1, "Baked", 1, &["new-1"], true), batch(2, "Smoking", 1, &["new-2"], false)]),
+            json!([
+                batch(1, "Baked", 1, &["new-1"], true),
+                batch(2, "Smoking", 1, &["new-2"], false)
+            ]),
             &["new-1", "new-2"],
         );
         let l = live(&["new-1b", "new-2"]);
@@ -211,8 +254,15 @@ mod tests {
         let df = release("update", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
         let l = live(&["old-1", "new-1"]);
         assert!(!held(&pod("old-1", "rev1"), &[df], &l));
-        let df = release("update", json!([batch(1, "Smoked", 1, &["new-1"], true)]), &["new-1"]);
-        assert!(!held(&pod("new-1", "rev2"), &[df], &l), "the engine sets its gate itself");
+        let df = release(
+            "update",
+            json!([batch(1, "Smoked", 1, &["new-1"], true)]),
+            &["new-1"],
+        );
+        assert!(
+            !held(&pod("new-1", "rev2"), &[df], &l),
+            "the engine sets its gate itself"
+        );
         let df = release("restart", json!([batch(1, "Smoking", 1, &[], false)]), &[]);
         assert!(!held(&pod("new-1", "rev2"), &[df], &l));
     }

@@ -123,7 +123,11 @@ where
         .reflect(writer)
         .for_each(move |ev| {
             match ev {
-                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => {
+                Ok(
+                    watcher::Event::Apply(o)
+                    | watcher::Event::Delete(o)
+                    | watcher::Event::InitApply(o),
+                ) => {
                     for s in &senders {
                         let _ = s.unbounded_send(o.clone());
                     }
@@ -202,19 +206,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (w, r)
     };
     let (services_tx, services_synced) = watch::channel(false);
-    let services_task = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(services_writer)
-        .for_each(move |ev| {
-            match ev {
-                Ok(watcher::Event::InitDone) => {
-                    services_tx.send_replace(true);
-                }
-                Err(error) => tracing::warn!(kind = "Service", %error, "watch failed; retrying"),
-                _ => {}
+    let services_task = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(services_writer)
+    .for_each(move |ev| {
+        match ev {
+            Ok(watcher::Event::InitDone) => {
+                services_tx.send_replace(true);
             }
-            async {}
-        });
+            Err(error) => tracing::warn!(kind = "Service", %error, "watch failed; retrying"),
+            _ => {}
+        }
+        async {}
+    });
     tokio::spawn(pods_task);
     tokio::spawn(slices_task);
     tokio::spawn(cs_task);
@@ -229,7 +236,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .and_then(|s| reconcile::Failpoint::parse(&s));
     if let Some(fp) = &failpoint {
-        tracing::warn!(?fp, "TRITON_CONTROLLER_FAILPOINT is set: this controller aborts at it (a test hook)");
+        tracing::warn!(
+            ?fp,
+            "TRITON_CONTROLLER_FAILPOINT is set: this controller aborts at it (a test hook)"
+        );
     }
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -273,21 +283,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let pods_for_dfs = pods.clone();
     let gate_controller = Controller::for_stream(ok(pods_sub.remove(0)), pods.clone())
-        .watches_stream(
-            ok(dfs_sub.remove(0)),
-            move |df: RawDeployFlow| {
-                let instance = df.data["spec"]["application"]["instanceName"].clone();
-                pods_for_dfs
-                    .state()
-                    .iter()
-                    .filter(|p| {
-                        p.namespace() == df.namespace()
-                            && p.labels().get(INSTANCE_LABEL).map(|i| json!(i)) == Some(instance.clone())
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(ok(dfs_sub.remove(0)), move |df: RawDeployFlow| {
+            let instance = df.data["spec"]["application"]["instanceName"].clone();
+            pods_for_dfs
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.namespace() == df.namespace()
+                        && p.labels().get(INSTANCE_LABEL).map(|i| json!(i))
+                            == Some(instance.clone())
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .reconcile_all_on(on_leading(leading_rx))
         .shutdown_on_signal()
         .run(gates::reconcile, gates::error_policy, ctx.clone())
@@ -378,10 +386,11 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                             "caches not synced".to_string(),
                         ),
                         "/metrics" => {
-                            ctx.metrics.set_releases(ctx.deployflows.state().iter().map(|d| {
-                                serde_json::from_value(d.data["status"]["phase"].clone())
-                                    .unwrap_or_default()
-                            }));
+                            ctx.metrics
+                                .set_releases(ctx.deployflows.state().iter().map(|d| {
+                                    serde_json::from_value(d.data["status"]["phase"].clone())
+                                        .unwrap_or_default()
+                                }));
                             (StatusCode::OK, ctx.metrics.encode())
                         }
                         other => (StatusCode::NOT_FOUND, format!("no such path: {other}")),

@@ -126,7 +126,11 @@ impl CloneSetView {
         &self.spec.template.metadata.labels
     }
     pub fn pods_to_delete(&self) -> &[String] {
-        self.spec.scale_strategy.pods_to_delete.as_deref().unwrap_or(&[])
+        self.spec
+            .scale_strategy
+            .pods_to_delete
+            .as_deref()
+            .unwrap_or(&[])
     }
 }
 
@@ -192,11 +196,16 @@ pub const TERMINAL_WAITING_REASONS: [&str; 5] = [
 /// the scheduler's verdict, or the pod phase.
 pub fn not_ready_reason(pod: &Pod) -> String {
     let status = pod.status.as_ref();
-    let containers = status
-        .into_iter()
-        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()));
+    let containers = status.into_iter().flat_map(|s| {
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .chain(s.container_statuses.iter().flatten())
+    });
     for c in containers {
-        let Some(state) = c.state.as_ref() else { continue };
+        let Some(state) = c.state.as_ref() else {
+            continue;
+        };
         if let Some(w) = state.waiting.as_ref().filter(|_| !c.ready)
             && let Some(reason) = w.reason.as_deref()
         {
@@ -206,10 +215,10 @@ pub fn not_ready_reason(pod: &Pod) -> String {
             };
         }
     }
-    if let Some(c) = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"))
-    {
+    if let Some(c) = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
+        cs.iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    }) {
         let reason = c.reason.as_deref().unwrap_or("not scheduled");
         return match c.message.as_deref().filter(|m| !m.is_empty()) {
             Some(m) => format!("{reason}: {}", truncate(m, 120)),

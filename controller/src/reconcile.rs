@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
@@ -111,26 +113,47 @@ pub fn backoff_delay(failures: u32, unit: f64) -> Duration {
     Duration::from_secs_f64(base.min(300.0) * (0.75 + 0.5 * unit))
 }
 
-/// A test hook (`TRITON_CONTROLLER_FAILPOINT=after-status-write:<ns>/<name>:<batch phase>`):
-/// abort the process right after the status write that moved that DeployFlow's current batch
-/// to the phase, before the effects that follow it. Used by the crash-window end-to-end test.
+/// A test hook: `TRITON_CONTROLLER_FAILPOINT=<when>-status-write:<ns>/<name>:<point>` aborts
+/// the process at the status write of a step of that DeployFlow that reaches `point` — a batch
+/// phase (the current batch enters it) or `podsToDelete` (a batch's finish records the pods it
+/// deletes) — either `before` it (the effects before the status write applied, the status not
+/// written) or `after` it (written, the effects after it not applied). Used by the crash-window
+/// end-to-end tests.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failpoint {
+    pub before: bool,
     pub namespace: String,
     pub name: String,
-    pub batch_phase: String,
+    pub point: String,
 }
 
 impl Failpoint {
     pub fn parse(s: &str) -> Option<Self> {
-        let rest = s.strip_prefix("after-status-write:")?;
-        let (obj, phase) = rest.rsplit_once(':')?;
+        let (before, rest) = if let Some(r) = s.strip_prefix("before-status-write:") {
+            (true, r)
+        } else {
+            (false, s.strip_prefix("after-status-write:")?)
+        };
+        let (obj, point) = rest.rsplit_once(':')?;
         let (namespace, name) = obj.split_once('/')?;
         Some(Failpoint {
+            before,
             namespace: namespace.into(),
             name: name.into(),
-            batch_phase: phase.into(),
+            point: point.into(),
         })
+    }
+
+    /// Whether the step from `from` to `to` reaches the point.
+    pub fn reached(&self, from: &DeployFlowStatus, to: &DeployFlowStatus) -> bool {
+        let (Some(old), Some(new)) = (from.current(), to.current()) else {
+            return false;
+        };
+        if self.point == "podsToDelete" {
+            return new.pods_to_delete.is_some()
+                && !(old.batch == new.batch && old.pods_to_delete.is_some());
+        }
+        (old.batch, old.phase) != (new.batch, new.phase) && format!("{:?}", new.phase) == self.point
     }
 }
 
@@ -190,7 +213,10 @@ impl Context {
             .iter()
             .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
             // Finished releases matter no more, but a canceled one's un-baked pods stay held.
-            .filter(|o| o.data["status"]["finished"] != json!(true) || o.data["status"]["phase"] == json!("Canceled"))
+            .filter(|o| {
+                o.data["status"]["finished"] != json!(true)
+                    || o.data["status"]["phase"] == json!("Canceled")
+            })
             .filter(|o| {
                 instance.is_none_or(|i| o.data["spec"]["application"]["instanceName"] == json!(i))
             })
@@ -319,7 +345,11 @@ async fn remove_finalizer(
     let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}});
     let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);
     match api
-        .patch(meta.name.as_deref().unwrap_or_default(), &params(), &Patch::Merge(&patch))
+        .patch(
+            meta.name.as_deref().unwrap_or_default(),
+            &params(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -452,7 +482,14 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
                 .await
                 .map_err(Error::PatchStatus)?;
             ctx.metrics.transition(DeployPhase::Failed, Duration::ZERO);
-            publish(ctx, df, true, "Unhealthy", format!("CloneSet {name} refused the release's write: {message}")).await;
+            publish(
+                ctx,
+                df,
+                true,
+                "Unhealthy",
+                format!("CloneSet {name} refused the release's write: {message}"),
+            )
+            .await;
             Ok(Requeue::await_change())
         }
         other => other,
@@ -475,6 +512,7 @@ async fn execute(
         }
     }
     let mut status = decision.status;
+    failpoint(ctx, df, ns, &before, &status, true);
     if status != before {
         status.updated_at = Some(now());
         status.observed_generation = df.metadata.generation;
@@ -494,7 +532,7 @@ async fn execute(
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Requeue::await_change()),
             Err(e) => return Err(Error::PatchStatus(e)),
         }
-        failpoint(ctx, df, ns, &before, &status);
+        failpoint(ctx, df, ns, &before, &status, false);
         for effect in decision.after {
             apply_effect(df, ns, effect, &mut rv, ctx).await?;
         }
@@ -520,17 +558,17 @@ fn failpoint(
     ctx: &Context,
     df: &DeployFlow,
     ns: &str,
-    before: &DeployFlowStatus,
-    after: &DeployFlowStatus,
+    from: &DeployFlowStatus,
+    to: &DeployFlowStatus,
+    before_write: bool,
 ) {
     let Some(fp) = &ctx.failpoint else { return };
-    let phase = |s: &DeployFlowStatus| s.current().map(|c| (c.batch, format!("{:?}", c.phase)));
-    if fp.namespace == ns
+    if fp.before == before_write
+        && fp.namespace == ns
         && fp.name == df.name_any()
-        && phase(after) != phase(before)
-        && phase(after).is_some_and(|(_, p)| p == fp.batch_phase)
+        && fp.reached(from, to)
     {
-        tracing::error!(deployflow = %df.name_any(), "failpoint after-status-write reached: aborting");
+        tracing::error!(deployflow = %df.name_any(), ?fp, "failpoint reached: aborting");
         std::process::abort();
     }
 }
@@ -544,11 +582,11 @@ async fn apply_effect(
     ctx: &Context,
 ) -> Result<bool, Error> {
     let cs_name = df.spec.application.instance_name.clone();
-    let clonesets = || Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &cloneset_resource());
+    let clonesets =
+        || Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &cloneset_resource());
     match effect {
         Effect::CreateCloneSet(manifest) => {
-            let obj: DynamicObject =
-                serde_json::from_value(manifest).expect("a CloneSet manifest");
+            let obj: DynamicObject = serde_json::from_value(manifest).expect("a CloneSet manifest");
             let pp = PostParams {
                 field_manager: Some(MANAGER.into()),
                 ..Default::default()
@@ -557,20 +595,39 @@ async fn apply_effect(
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
-                    return Err(Error::CloneSetRefused { name: cs_name, message: e.message });
+                    return Err(Error::CloneSetRefused {
+                        name: cs_name,
+                        message: e.message,
+                    });
                 }
-                Err(source) => return Err(Error::CreateCloneSet { name: cs_name, source }),
+                Err(source) => {
+                    return Err(Error::CreateCloneSet {
+                        name: cs_name,
+                        source,
+                    });
+                }
             }
         }
         Effect::PatchCloneSet(patch) => {
-            match clonesets().patch(&cs_name, &params(), &Patch::Merge(&patch)).await {
+            match clonesets()
+                .patch(&cs_name, &params(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {}
                 // Gone: the next step sees it gone and says so.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
-                    return Err(Error::CloneSetRefused { name: cs_name, message: e.message });
+                    return Err(Error::CloneSetRefused {
+                        name: cs_name,
+                        message: e.message,
+                    });
                 }
-                Err(source) => return Err(Error::PatchCloneSet { name: cs_name, source }),
+                Err(source) => {
+                    return Err(Error::PatchCloneSet {
+                        name: cs_name,
+                        source,
+                    });
+                }
             }
         }
         Effect::SetGate {
@@ -582,7 +639,10 @@ async fn apply_effect(
         Effect::PatchSpec(mut patch) => {
             patch["metadata"] = json!({"resourceVersion": rv});
             let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);
-            match api.patch(&df.name_any(), &params(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(&df.name_any(), &params(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(obj) => {
                     *rv = obj.resource_version();
                     ctx.wrote(&format!("{ns}/{}", df.name_any()), rv.clone());
@@ -675,11 +735,8 @@ pub fn error_policy(obj: Arc<RawDeployFlow>, error: &Error, ctx: Arc<Context>) -
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(deployflow = %obj.name_any(), namespace = ?obj.namespace(), %error, retry_in = ?wait, "reconcile failed; retrying");
     // A Warning Event on the DeployFlow (the recorder folds repeats into a series).
-    let (recorder, reference, note) = (
-        ctx.recorder.clone(),
-        obj.object_ref(&()),
-        error.to_string(),
-    );
+    let (recorder, reference, note) =
+        (ctx.recorder.clone(), obj.object_ref(&()), error.to_string());
     tokio::spawn(async move {
         let ev = Event {
             type_: EventType::Warning,
@@ -703,7 +760,15 @@ pub async fn set_gate(client: &Client, pod: &Pod, ready: bool, reason: &str) -> 
         return Ok(());
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    set_gate_named(client, &ns, &pod.name_any(), pod.metadata.uid.as_deref(), ready, reason).await
+    set_gate_named(
+        client,
+        &ns,
+        &pod.name_any(),
+        pod.metadata.uid.as_deref(),
+        ready,
+        reason,
+    )
+    .await
 }
 
 async fn set_gate_named(
@@ -752,7 +817,10 @@ mod tests {
         assert!(older_than(Some("119"), Some(120)));
         assert!(!older_than(Some("120"), Some(120)));
         assert!(!older_than(Some("121"), Some(120)));
-        assert!(!older_than(Some("opaque"), Some(120)), "an unparsable version is never stale");
+        assert!(
+            !older_than(Some("opaque"), Some(120)),
+            "an unparsable version is never stale"
+        );
         assert!(!older_than(Some("5"), None), "nothing written yet");
     }
 
@@ -761,12 +829,35 @@ mod tests {
         assert_eq!(
             Failpoint::parse("after-status-write:ns/df-1:Baking"),
             Some(Failpoint {
+                before: false,
                 namespace: "ns".into(),
                 name: "df-1".into(),
-                batch_phase: "Baking".into()
+                point: "Baking".into()
             })
         );
+        assert!(
+            Failpoint::parse("before-status-write:ns/a:podsToDelete")
+                .unwrap()
+                .before
+        );
         assert_eq!(Failpoint::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_failpoint_is_reached_by_the_step_that_records_the_pods_to_delete() {
+        let fp = Failpoint::parse("after-status-write:ns/a:podsToDelete").unwrap();
+        let status = |pods: Option<Vec<&str>>| -> DeployFlowStatus {
+            serde_json::from_value(
+                json!({"conditions": [{"batch": 1, "batchSize": 1, "canary": false,
+                "phase": "Baking", "startedAt": null, "pulledInAt": null, "finishedAt": null,
+                "podsToDelete": pods}], "startedAt": null, "finishedAt": null, "updatedAt": null}),
+            )
+            .unwrap()
+        };
+        assert!(fp.reached(&status(None), &status(Some(vec!["p"]))));
+        assert!(!fp.reached(&status(Some(vec!["p"])), &status(Some(vec!["p"]))));
+        let fp = Failpoint::parse("after-status-write:ns/a:Baked").unwrap();
+        assert!(!fp.reached(&status(None), &status(Some(vec!["p"]))));
     }
 
     #[test]

@@ -587,7 +587,11 @@ pub fn batch_start_target(s: BatchStep) -> CloneSetTarget {
             partition: None,
         },
         Action::ScaleOut => CloneSetTarget {
-            replicas: Some(s.replicas_at_start.saturating_add(s.finished).saturating_add(s.size)),
+            replicas: Some(
+                s.replicas_at_start
+                    .saturating_add(s.finished)
+                    .saturating_add(s.size),
+            ),
             partition: None,
         },
         Action::ScaleIn => CloneSetTarget::default(),
@@ -678,11 +682,24 @@ mod patch_tests {
             finished: i32::MAX,
             replicas_at_start: i32::MIN,
         };
-        for action in [Action::Create, Action::Update, Action::Restart, Action::ScaleIn, Action::ScaleOut] {
+        for action in [
+            Action::Create,
+            Action::Update,
+            Action::Restart,
+            Action::ScaleIn,
+            Action::ScaleOut,
+        ] {
             let s = BatchStep { action, ..s };
-            let _ = (batch_start_target(s), batch_finish_target(s), cancel_target(s));
+            let _ = (
+                batch_start_target(s),
+                batch_finish_target(s),
+                cancel_target(s),
+            );
         }
-        assert_eq!(replicas_to_process(Action::ScaleIn, i32::MAX, 0, i32::MIN, 0), i32::MAX);
+        assert_eq!(
+            replicas_to_process(Action::ScaleIn, i32::MAX, 0, i32::MIN, 0),
+            i32::MAX
+        );
         assert_eq!(BatchSize::Percent(i32::MAX).resolve(i32::MAX), i32::MAX);
         let plan = plan_next_batch(i32::MAX, i32::MAX, 0, 0, Some(BatchSize::Count(1)), 0).unwrap();
         assert_eq!(plan.size, 1);

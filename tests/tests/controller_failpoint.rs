@@ -1,11 +1,12 @@
-//! triton-controller dying between the status write that finishes a batch and the CloneSet write
-//! that follows it (tests/cluster/run --triton). Its own binary: the tests restart the controller,
-//! so no other release may run meanwhile; the two tests here take turns (SERIAL).
+//! triton-controller dying between the status write that records which pods a batch's finish
+//! deletes and the CloneSet write that deletes them (tests/cluster/run --triton). Its own binary:
+//! the tests restart the controller, so no other release may run meanwhile; the two tests here
+//! take turns (SERIAL).
 //!
-//! The controller honours `TRITON_CONTROLLER_FAILPOINT=after-status-write:<ns>/<name>:<batch phase>`:
-//! it aborts right after the status write that moved that DeployFlow's current batch to the
-//! phase, before the CloneSet write that follows. A controller without the hook ignores the
-//! variable; the tests then fail waiting for it to exit.
+//! The controller honours `TRITON_CONTROLLER_FAILPOINT=after-status-write:<ns>/<name>:podsToDelete`:
+//! it aborts right after the status write that recorded a batch's `podsToDelete`, before the
+//! CloneSet write that follows. A controller without the hook ignores the variable; the tests
+//! then fail waiting for it to exit.
 
 use std::time::Duration;
 
@@ -67,9 +68,9 @@ async fn kill_controller() {
     wait_controller_gone("the killed triton-controller gone", Duration::from_secs(10)).await;
 }
 
-/// Runs `df` (created by `make_df`) under a controller with the failpoint after batch 1's
-/// status write to Baked; waits for the abort; restarts the controller without it; waits for
-/// Success.
+/// Runs `df` under a controller with the failpoint after batch 1's status write that records
+/// its pods to delete; waits for the abort; checks that the crash hit the window (recorded, not
+/// yet carried out); restarts the controller without it; waits for Success.
 async fn run_through_the_crash_window(
     client: &kube::Client,
     ns: &str,
@@ -77,7 +78,7 @@ async fn run_through_the_crash_window(
 ) -> serde_json::Value {
     let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
     kill_controller().await;
-    let failpoint = format!("after-status-write:{ns}/{name}:Baked");
+    let failpoint = format!("after-status-write:{ns}/{name}:podsToDelete");
     start_controller(Some(&failpoint)).await;
 
     let df = Flow::create(client, ns, manifest).await;
@@ -87,11 +88,11 @@ async fn run_through_the_crash_window(
     )
     .await;
     let s = df.status().await;
-    assert_eq!(
-        s["conditions"][0]["phase"],
-        "Baked",
-        "expected the status write to Baked to have landed before the abort: {}",
-        summary(&s)
+    assert!(
+        s["conditions"][0]["phase"] == "Baking" && s["conditions"][0]["podsToDelete"].is_array(),
+        "expected the abort inside the window: batch 1 Baking with its podsToDelete recorded: {} {}",
+        summary(&s),
+        s["conditions"][0]["podsToDelete"]
     );
 
     start_controller(None).await;
@@ -109,16 +110,17 @@ fn live_names(pods: &[Pod]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn scale_in_killed_between_baked_status_and_cloneset_write_deletes_exactly_the_named_pod() {
+async fn scale_in_killed_between_recording_and_deleting_deletes_exactly_the_named_pods() {
     let _turn = SERIAL.lock().await;
     let client = client().await;
     let ns = namespace(&client, "failpoint-scale-in").await;
-    released(&client, &ns, "app", 3, "nginx:1.25").await;
+    released(&client, &ns, "app", 4, "nginx:1.25").await;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let selector = "app.kubernetes.io/instance=app";
     let before = live_names(&pods(&pods_api, selector).await);
-    assert_eq!(before.len(), 3, "expected 3 released pods: {before:?}");
-    let victim = before[1].clone();
+    assert_eq!(before.len(), 4, "expected 4 released pods: {before:?}");
+    // Two batches of one: the crash hits the first; the second must not pick its pod again.
+    let victims = vec![before[1].clone(), before[3].clone()];
 
     run_through_the_crash_window(
         &client,
@@ -129,14 +131,18 @@ async fn scale_in_killed_between_baked_status_and_cloneset_write_deletes_exactly
             "scale_in",
             2,
             "nginx:1.25",
-            json!({"podsToDelete": [victim], "batchSize": 1, "mode": "auto"}),
+            json!({"podsToDelete": victims, "batchSize": 1, "mode": "auto"}),
         ),
     )
     .await;
 
-    let expected: Vec<String> = before.iter().filter(|n| **n != victim).cloned().collect();
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|n| !victims.contains(n))
+        .cloned()
+        .collect();
     eventually(
-        &format!("exactly {victim} deleted, {expected:?} left"),
+        &format!("exactly {victims:?} deleted, {expected:?} left"),
         LONG,
         || async {
             let left = live_names(&pods(&pods_api, selector).await);
@@ -158,7 +164,7 @@ async fn scale_in_killed_between_baked_status_and_cloneset_write_deletes_exactly
 }
 
 #[tokio::test]
-async fn restart_killed_between_baked_status_and_cloneset_write_replaces_exactly_the_named_pod() {
+async fn restart_killed_between_recording_and_deleting_replaces_exactly_the_named_pod() {
     let _turn = SERIAL.lock().await;
     let client = client().await;
     let ns = namespace(&client, "failpoint-restart").await;

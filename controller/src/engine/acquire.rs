@@ -46,12 +46,16 @@ impl Step<'_, '_> {
                 };
                 let template_labels = cs.template_labels();
                 if !action.is_revision_changing()
-                    && template_labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
+                    && template_labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                        != Some(MANAGED_BY_VALUE)
                 {
                     let msg = format!(
                         "CloneSet {} was not released by Triton: its pods lack the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}, so {} cannot see them; release it once with action update",
                         self.cs_name(),
-                        serde_json::to_value(action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                        serde_json::to_value(action)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
                     );
                     self.set_phase(DeployPhase::Failed, Some(msg));
                     return;
@@ -59,7 +63,11 @@ impl Step<'_, '_> {
                 if let Some(use_instead) = wrong {
                     let msg = format!(
                         "{} to {r} replicas, but CloneSet {} has {current}; use {use_instead}",
-                        if action == Action::ScaleOut { "scale_out" } else { "scale_in" },
+                        if action == Action::ScaleOut {
+                            "scale_out"
+                        } else {
+                            "scale_in"
+                        },
                         self.cs_name()
                     );
                     self.set_phase(DeployPhase::Failed, Some(msg));

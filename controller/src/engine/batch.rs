@@ -9,8 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use triton_core::names::READY_GATE;
 use triton_core::release::{
-    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation,
-    SmokeVerdict,
+    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation, SmokeVerdict,
 };
 
 use super::{Effect, Step, cloneset};
@@ -344,7 +343,10 @@ impl<'a> Step<'_, 'a> {
         }
         let Some(pulled_in_at) = cur.pulled_in_at.clone() else {
             let now = self.now();
-            self.status.current_mut().expect("a current batch").pulled_in_at = Some(now);
+            self.status
+                .current_mut()
+                .expect("a current batch")
+                .pulled_in_at = Some(now);
             self.wait(format!("batch {}: pulling in its pods", cur.batch));
             self.requeue_after(self.spec().pull_in_timeout());
             return;
@@ -435,9 +437,7 @@ impl<'a> Step<'_, 'a> {
                 c.pods_to_delete = Some(victims);
                 self.wait(format!("batch {}: finishing", cur.batch));
             }
-            Some(victims) if cloneset::reached(cs, target, victims, &live) => {
-                self.mark_baked(cur)
-            }
+            Some(victims) if cloneset::reached(cs, target, victims, &live) => self.mark_baked(cur),
             Some(victims) => {
                 if let Some(patch) = cloneset::target_patch(Some(cs), target, Some(victims)) {
                     self.before.push(Effect::PatchCloneSet(patch));
@@ -450,8 +450,12 @@ impl<'a> Step<'_, 'a> {
     fn mark_baked(&mut self, cur: &BatchCondition) {
         let now = self.now();
         self.status.finished_batches = self.status.finished_batches.saturating_add(1);
-        self.status.finished_replicas = self.status.finished_replicas.saturating_add(cur.batch_size);
-        self.status.failed_replicas = self.status.failed_replicas.saturating_add(cur.failed_replicas);
+        self.status.finished_replicas =
+            self.status.finished_replicas.saturating_add(cur.batch_size);
+        self.status.failed_replicas = self
+            .status
+            .failed_replicas
+            .saturating_add(cur.failed_replicas);
         self.status.message = None;
         let c = self.status.current_mut().expect("a current batch");
         c.phase = BatchPhase::Baked;

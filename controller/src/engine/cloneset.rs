@@ -128,7 +128,9 @@ pub fn target_patch(
         && cs.is_none_or(|cs| !names.iter().all(|n| cs.pods_to_delete().contains(n)))
     {
         // Kruise deletes the named pods when it scales down; keep names it still lists.
-        let mut all: Vec<String> = cs.map(|cs| cs.pods_to_delete().to_vec()).unwrap_or_default();
+        let mut all: Vec<String> = cs
+            .map(|cs| cs.pods_to_delete().to_vec())
+            .unwrap_or_default();
         for n in names {
             if !all.contains(n) {
                 all.push(n.clone());
@@ -142,7 +144,11 @@ pub fn target_patch(
 /// The finish of a batch: every target field (the decision is new, so the cache is not asked
 /// whether it is already there), and the pods to delete added to those the CloneSet lists (a
 /// merge patch replaces the list: an earlier batch's pod not yet deleted must stay in it).
-pub fn finish_patch(cs: &CloneSetView, target: CloneSetTarget, victims: &[String]) -> Option<Value> {
+pub fn finish_patch(
+    cs: &CloneSetView,
+    target: CloneSetTarget,
+    victims: &[String],
+) -> Option<Value> {
     let mut patch = target_patch(None, target, None).unwrap_or_else(|| json!({"spec": {}}));
     if !victims.is_empty() {
         let mut all = cs.pods_to_delete().to_vec();

@@ -87,7 +87,10 @@ impl Fixture {
     }
     fn decide(&self) -> Decision {
         let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
-        let cs: Option<CloneSetView> = self.cs.clone().map(|v| CloneSetView::from_value(v).unwrap());
+        let cs: Option<CloneSetView> = self
+            .cs
+            .clone()
+            .map(|v| CloneSetView::from_value(v).unwrap());
         let w = World {
             df: &df,
             cloneset: cs.as_ref(),
@@ -101,7 +104,10 @@ impl Fixture {
     }
     fn cleanup(&self) -> Decision {
         let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
-        let cs: Option<CloneSetView> = self.cs.clone().map(|v| CloneSetView::from_value(v).unwrap());
+        let cs: Option<CloneSetView> = self
+            .cs
+            .clone()
+            .map(|v| CloneSetView::from_value(v).unwrap());
         let w = World {
             df: &df,
             cloneset: cs.as_ref(),
@@ -177,15 +183,35 @@ fn cloneset_patches(effects: &[Effect]) -> Vec<&Value> {
 
 #[test]
 fn a_failing_pod_fails_the_batch_and_writes_the_pause_into_the_spec_before_the_status() {
-    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
-        .cloneset(4, Some(3), 3)
-        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 3, 1))
-        .decide();
+    let d = flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "paused": false}),
+    )
+    .status(running(
+        vec![batch(1, "Smoking", &[], json!({}))],
+        json!({}),
+    ))
+    .cloneset(4, Some(3), 3)
+    .pod(pod(
+        "new-1",
+        "app-rev2",
+        &[("ContainersReady", "False")],
+        3,
+        1,
+    ))
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
     assert!(d.status.paused);
-    assert!(spec_pauses(&d.before), "the pause goes into the spec: {:?}", d.before);
-    assert!(!spec_pauses(&d.after), "and before the status write, not after");
+    assert!(
+        spec_pauses(&d.before),
+        "the pause goes into the spec: {:?}",
+        d.before
+    );
+    assert!(
+        !spec_pauses(&d.after),
+        "and before the status write, not after"
+    );
     let msg = d.status.message.clone().unwrap();
     assert!(msg.contains("new-1") && msg.contains("restarting"), "{msg}");
     assert!(
@@ -198,14 +224,18 @@ fn a_failing_pod_fails_the_batch_and_writes_the_pause_into_the_spec_before_the_s
 
 #[test]
 fn a_failure_pause_holds_while_the_spec_says_paused_even_when_the_pod_recovers() {
-    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": true}))
-        .status(running(
-            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
-            json!({"paused": true, "message": "batch 1 failed"}),
-        ))
-        .cloneset(4, Some(3), 3)
-        .pod(ready_pod("new-1", 1))
-        .decide();
+    let d = flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "paused": true}),
+    )
+    .status(running(
+        vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+        json!({"paused": true, "message": "batch 1 failed"}),
+    ))
+    .cloneset(4, Some(3), 3)
+    .pod(ready_pod("new-1", 1))
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
     assert!(d.status.paused);
     assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
@@ -213,33 +243,56 @@ fn a_failure_pause_holds_while_the_spec_says_paused_even_when_the_pod_recovers()
 
 #[test]
 fn resuming_a_failed_batch_whose_pod_still_fails_is_refused_and_the_spec_paused_again() {
-    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
-        .status(running(
-            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
-            json!({"paused": true}),
-        ))
-        .cloneset(4, Some(3), 3)
-        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 4, 1))
-        .decide();
+    let d = flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "paused": false}),
+    )
+    .status(running(
+        vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+        json!({"paused": true}),
+    ))
+    .cloneset(4, Some(3), 3)
+    .pod(pod(
+        "new-1",
+        "app-rev2",
+        &[("ContainersReady", "False")],
+        4,
+        1,
+    ))
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
     assert!(d.status.paused);
     assert!(spec_pauses(&d.before));
     let msg = d.status.message.clone().unwrap();
-    assert!(msg.starts_with("resume refused") && msg.contains("new-1"), "{msg}");
-    assert!(d.after.iter().any(|e| matches!(e, Effect::Event { reason: "ResumeRefused", .. })));
+    assert!(
+        msg.starts_with("resume refused") && msg.contains("new-1"),
+        "{msg}"
+    );
+    assert!(d.after.iter().any(|e| matches!(
+        e,
+        Effect::Event {
+            reason: "ResumeRefused",
+            ..
+        }
+    )));
 }
 
 #[test]
 fn resuming_a_failed_batch_whose_pods_recovered_smokes_it_again_with_a_fresh_timer() {
-    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": false}))
-        .status(running(
-            vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
-            json!({"paused": true}),
-        ))
-        .cloneset(4, Some(3), 3)
-        .pod(ready_pod("new-1", 1))
-        .now(700)
-        .decide();
+    let d = flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "paused": false}),
+    )
+    .status(running(
+        vec![batch(1, "SmokeFailed", &["new-1"], json!({}))],
+        json!({"paused": true}),
+    ))
+    .cloneset(4, Some(3), 3)
+    .pod(ready_pod("new-1", 1))
+    .now(700)
+    .decide();
     let c = current(&d);
     assert_eq!(c.phase, BatchPhase::Smoking);
     assert_eq!(c.smoke_started_at.as_ref().map(|t| t.0), Some(at(700)));
@@ -255,7 +308,12 @@ fn resuming_a_failed_batch_whose_pods_recovered_smokes_it_again_with_a_fresh_tim
 fn resuming_a_bake_failed_batch_retries_the_pull_in() {
     let d = flow("create", 1, json!({"mode": "auto", "paused": false}))
         .status(running(
-            vec![batch(1, "BakeFailed", &["new-1"], json!({"pulledInAt": at_str(5)}))],
+            vec![batch(
+                1,
+                "BakeFailed",
+                &["new-1"],
+                json!({"pulledInAt": at_str(5)}),
+            )],
             json!({"paused": true}),
         ))
         .cloneset(1, None, 1)
@@ -280,30 +338,53 @@ fn unschedulable(name: &str) -> Pod {
 
 #[test]
 fn a_smoking_batch_says_what_it_waits_for() {
-    let d = flow("create", 1, json!({"mode": "auto", "smokeTimeoutSeconds": 60}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
-        .cloneset(1, None, 0)
-        .pod(unschedulable("new-1"))
-        .now(10)
-        .decide();
+    let d = flow(
+        "create",
+        1,
+        json!({"mode": "auto", "smokeTimeoutSeconds": 60}),
+    )
+    .status(running(
+        vec![batch(1, "Smoking", &[], json!({}))],
+        json!({}),
+    ))
+    .cloneset(1, None, 0)
+    .pod(unschedulable("new-1"))
+    .now(10)
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::Smoking);
     let msg = d.status.message.clone().unwrap();
-    assert!(msg.contains("new-1") && msg.contains("Unschedulable"), "{msg}");
+    assert!(
+        msg.contains("new-1") && msg.contains("Unschedulable"),
+        "{msg}"
+    );
     let r = d.requeue.expect("a timer for the smoke timeout");
-    assert!(r > std::time::Duration::from_secs(49) && r < std::time::Duration::from_secs(51), "{r:?}");
+    assert!(
+        r > std::time::Duration::from_secs(49) && r < std::time::Duration::from_secs(51),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn a_batch_not_ready_within_its_smoke_timeout_fails_naming_the_pods_and_reasons() {
-    let d = flow("create", 1, json!({"mode": "auto", "smokeTimeoutSeconds": 60}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
-        .cloneset(1, None, 0)
-        .pod(unschedulable("new-1"))
-        .now(61)
-        .decide();
+    let d = flow(
+        "create",
+        1,
+        json!({"mode": "auto", "smokeTimeoutSeconds": 60}),
+    )
+    .status(running(
+        vec![batch(1, "Smoking", &[], json!({}))],
+        json!({}),
+    ))
+    .cloneset(1, None, 0)
+    .pod(unschedulable("new-1"))
+    .now(61)
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
     let msg = d.status.message.clone().unwrap();
-    assert!(msg.contains("smokeTimeoutSeconds") && msg.contains("new-1 (Unschedulable"), "{msg}");
+    assert!(
+        msg.contains("smokeTimeoutSeconds") && msg.contains("new-1 (Unschedulable"),
+        "{msg}"
+    );
     assert!(spec_pauses(&d.before));
 }
 
@@ -311,12 +392,18 @@ fn a_batch_not_ready_within_its_smoke_timeout_fails_naming_the_pods_and_reasons(
 fn the_smoke_timeout_defaults_to_ten_minutes() {
     let f = || {
         flow("create", 1, json!({"mode": "auto"}))
-            .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+            .status(running(
+                vec![batch(1, "Smoking", &[], json!({}))],
+                json!({}),
+            ))
             .cloneset(1, None, 0)
             .pod(unschedulable("new-1"))
     };
     assert_eq!(current(&f().now(599).decide()).phase, BatchPhase::Smoking);
-    assert_eq!(current(&f().now(601).decide()).phase, BatchPhase::SmokeFailed);
+    assert_eq!(
+        current(&f().now(601).decide()).phase,
+        BatchPhase::SmokeFailed
+    );
 }
 
 #[test]
@@ -329,13 +416,21 @@ fn a_terminal_waiting_reason_fails_the_batch_at_once() {
         .unwrap(),
     );
     let d = flow("create", 1, json!({"mode": "auto"}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
         .cloneset(1, None, 0)
         .pod(p)
         .now(2)
         .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
-    assert!(d.status.message.unwrap().contains("CreateContainerConfigError"));
+    assert!(
+        d.status
+            .message
+            .unwrap()
+            .contains("CreateContainerConfigError")
+    );
 }
 
 // ---- item 5: a pod gone during pull-in is replaced within its batch ---------------------------
@@ -344,7 +439,12 @@ fn a_terminal_waiting_reason_fails_the_batch_at_once() {
 fn a_batch_pod_gone_during_pull_in_is_dropped_and_the_batch_smokes_its_replacement() {
     let d = flow("create", 1, json!({"mode": "auto"}))
         .status(running(
-            vec![batch(1, "Smoked", &["gone"], json!({"pulledInAt": at_str(3)}))],
+            vec![batch(
+                1,
+                "Smoked",
+                &["gone"],
+                json!({"pulledInAt": at_str(3)}),
+            )],
             json!({"pods": ["gone"]}),
         ))
         .cloneset(1, None, 0)
@@ -372,7 +472,10 @@ fn a_batch_pod_gone_during_pull_in_is_dropped_and_the_batch_smokes_its_replaceme
 #[test]
 fn a_batch_start_is_recorded_before_the_cloneset_write() {
     let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
-        .status(running(vec![batch(1, "Pending", &[], json!({"startedAt": null}))], json!({})))
+        .status(running(
+            vec![batch(1, "Pending", &[], json!({"startedAt": null}))],
+            json!({}),
+        ))
         .cloneset(3, Some(3), 3)
         .now(4)
         .decide();
@@ -389,7 +492,10 @@ fn a_batch_start_is_recorded_before_the_cloneset_write() {
 #[test]
 fn a_smoking_batch_rewrites_a_start_target_the_cloneset_does_not_show_and_never_moves_its_start() {
     let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
         .cloneset(3, Some(3), 3)
         .now(9)
         .decide();
@@ -407,9 +513,27 @@ fn restart_at_baking() -> Fixture {
             json!({"podsAtStart": ["old-a", "old-b", "old-c"], "pods": ["new-1"]}),
         ))
         .cloneset(4, None, 4)
-        .pod(pod("old-a", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
-        .pod(pod("old-b", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
-        .pod(pod("old-c", "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100))
+        .pod(pod(
+            "old-a",
+            "r1",
+            &[("Ready", "True"), ("ContainersReady", "True")],
+            0,
+            -100,
+        ))
+        .pod(pod(
+            "old-b",
+            "r1",
+            &[("Ready", "True"), ("ContainersReady", "True")],
+            0,
+            -100,
+        ))
+        .pod(pod(
+            "old-c",
+            "r1",
+            &[("Ready", "True"), ("ContainersReady", "True")],
+            0,
+            -100,
+        ))
         .pod(ready_pod("new-1", 1))
 }
 
@@ -417,8 +541,15 @@ fn restart_at_baking() -> Fixture {
 fn a_batch_finish_records_the_pods_it_deletes_before_the_cloneset_write() {
     let d = restart_at_baking().decide();
     let c = current(&d);
-    assert_eq!(c.phase, BatchPhase::Baking, "Baked only once the CloneSet shows the finish");
-    assert_eq!(c.pods_to_delete.as_deref(), Some(&["old-a".to_string()][..]));
+    assert_eq!(
+        c.phase,
+        BatchPhase::Baking,
+        "Baked only once the CloneSet shows the finish"
+    );
+    assert_eq!(
+        c.pods_to_delete.as_deref(),
+        Some(&["old-a".to_string()][..])
+    );
     assert!(cloneset_patches(&d.before).is_empty());
     assert_eq!(
         cloneset_patches(&d.after),
@@ -432,7 +563,8 @@ fn a_retried_finish_deletes_the_recorded_pods_even_if_the_cache_changed_since() 
     // and old-b is now the first candidate: the retry must not pick old-b.
     let mut f = restart_at_baking();
     f.df["status"]["conditions"][0]["podsToDelete"] = json!(["old-a"]);
-    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-a"));
+    f.pods
+        .retain(|p| p.metadata.name.as_deref() != Some("old-a"));
     let d = f.decide();
     let patches = cloneset_patches(&d.before);
     assert_eq!(
@@ -458,7 +590,8 @@ fn a_finish_the_cloneset_shows_marks_the_batch_baked() {
         "not Baked while old-a is still alive (Kruise has not deleted it yet)"
     );
     assert!(d.after.is_empty());
-    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-a"));
+    f.pods
+        .retain(|p| p.metadata.name.as_deref() != Some("old-a"));
     let d = f.decide();
     assert_eq!(current(&d).phase, BatchPhase::Baked);
     assert_eq!(d.status.finished_replicas, 1);
@@ -480,10 +613,19 @@ fn a_later_batch_never_picks_a_pod_an_earlier_batch_already_deletes() {
         .cloneset(4, None, 4);
     f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["a"]});
     for n in ["a", "b", "c", "d", "e"] {
-        f = f.pod(pod(n, "r1", &[("Ready", "True"), ("ContainersReady", "True")], 0, -100));
+        f = f.pod(pod(
+            n,
+            "r1",
+            &[("Ready", "True"), ("ContainersReady", "True")],
+            0,
+            -100,
+        ));
     }
     let d = f.now(5).decide();
-    assert_eq!(current(&d).pods_to_delete.as_deref(), Some(&["b".to_string()][..]));
+    assert_eq!(
+        current(&d).pods_to_delete.as_deref(),
+        Some(&["b".to_string()][..])
+    );
     assert_eq!(
         cloneset_patches(&d.after),
         vec![&json!({"spec": {"replicas": 3, "scaleStrategy": {"podsToDelete": ["a", "b"]}}})]
@@ -495,11 +637,19 @@ fn a_later_batch_never_picks_a_pod_an_earlier_batch_already_deletes() {
 #[test]
 fn a_cloneset_deleted_mid_release_fails_the_release_with_a_message() {
     let d = flow("update", 3, json!({"batchSize": 1}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
         .decide();
     assert_eq!(d.status.phase, DeployPhase::Failed);
     assert!(d.status.finished);
-    assert!(d.status.message.unwrap().contains("CloneSet app was deleted"));
+    assert!(
+        d.status
+            .message
+            .unwrap()
+            .contains("CloneSet app was deleted")
+    );
 }
 
 fn existing(replicas: i32) -> Fixture {
@@ -535,13 +685,18 @@ fn adopting_marks_the_cloneset_with_an_annotation_and_drops_old_deployflow_owner
     assert_eq!(d.status.phase, DeployPhase::Initializing);
     let p = cloneset_patches(&d.before)[0];
     assert_eq!(p["metadata"]["annotations"][RELEASE_ANNOTATION], "app-v2");
-    assert_eq!(p["metadata"]["ownerReferences"], json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u2"}]));
+    assert_eq!(
+        p["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u2"}])
+    );
     assert_eq!(p["metadata"]["resourceVersion"], "7");
 }
 
 #[test]
 fn a_created_cloneset_has_no_owner_reference() {
-    let d = flow("create", 3, json!({})).status(json!({"phase": "Pending"})).decide();
+    let d = flow("create", 3, json!({}))
+        .status(json!({"phase": "Pending"}))
+        .decide();
     let Effect::CreateCloneSet(m) = &d.before[0] else {
         panic!("{d:?}")
     };
@@ -557,16 +712,32 @@ fn deleting_a_running_release_cancels_it_pulls_its_batch_out_and_releases_the_cl
             json!({"pods": ["new-1"]}),
         ))
         .cloneset(4, Some(3), 3)
-        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "True")], 0, 1))
+        .pod(pod(
+            "new-1",
+            "app-rev2",
+            &[("ContainersReady", "True"), (READY_GATE, "True")],
+            0,
+            1,
+        ))
         .cleanup();
     assert_eq!(d.status.phase, DeployPhase::Canceled);
     assert!(d.status.message.unwrap().contains("deleted"));
-    assert!(d.before.iter().any(|e| matches!(e, Effect::SetGate { pod, ready: false, .. } if pod == "new-1")));
+    assert!(
+        d.before
+            .iter()
+            .any(|e| matches!(e, Effect::SetGate { pod, ready: false, .. } if pod == "new-1"))
+    );
     let p = cloneset_patches(&d.before)[0];
-    assert_eq!(p["metadata"]["annotations"][RELEASE_ANNOTATION], Value::Null);
+    assert_eq!(
+        p["metadata"]["annotations"][RELEASE_ANNOTATION],
+        Value::Null
+    );
     assert_eq!(p["spec"]["replicas"], 3, "the surge goes");
     assert_eq!(p["spec"]["updateStrategy"]["paused"], false);
-    assert!(d.after.is_empty(), "all cancel writes are idempotent, before the status");
+    assert!(
+        d.after.is_empty(),
+        "all cancel writes are idempotent, before the status"
+    );
 }
 
 #[test]
@@ -583,7 +754,12 @@ fn a_release_waits_for_another_running_release_of_its_cloneset() {
     });
     let d = f.decide();
     assert_eq!(d.status.phase, DeployPhase::Pending);
-    assert!(d.status.message.unwrap().contains("waiting for DeployFlow other"));
+    assert!(
+        d.status
+            .message
+            .unwrap()
+            .contains("waiting for DeployFlow other")
+    );
     assert!(d.before.is_empty());
     f.holder.as_mut().unwrap().paused = true;
     let d = f.decide();
@@ -600,15 +776,26 @@ fn a_success_whose_status_write_was_lost_completes_although_the_hold_is_already_
         .cloneset(3, None, 3)
         .cs_set("/metadata/annotations", json!({}))
         .decide();
-    assert_eq!(d.status.phase, DeployPhase::Success, "{:?}", d.status.message);
+    assert_eq!(
+        d.status.phase,
+        DeployPhase::Success,
+        "{:?}",
+        d.status.message
+    );
 }
 
 #[test]
 fn a_cloneset_taken_by_another_release_fails_this_one() {
     let d = flow("update", 3, json!({"batchSize": 1}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
         .cloneset(4, Some(3), 3)
-        .cs_set("/metadata/annotations", json!({RELEASE_ANNOTATION: "other"}))
+        .cs_set(
+            "/metadata/annotations",
+            json!({RELEASE_ANNOTATION: "other"}),
+        )
         .decide();
     assert_eq!(d.status.phase, DeployPhase::Failed);
     assert!(d.status.message.unwrap().contains("names other"));
@@ -620,7 +807,12 @@ fn restart_or_scale_of_a_cloneset_triton_never_released_is_refused() {
         .cs_set("/spec/template/metadata/labels", json!({"app": "x"}))
         .decide();
     assert_eq!(d.status.phase, DeployPhase::Failed);
-    assert!(d.status.message.unwrap().contains("release it once with action update"));
+    assert!(
+        d.status
+            .message
+            .unwrap()
+            .contains("release it once with action update")
+    );
     assert!(d.before.is_empty());
 }
 
@@ -641,11 +833,24 @@ fn a_removed_paused_field_is_not_a_resume() {
 #[test]
 fn a_pause_over_a_failing_batch_is_that_failure_when_its_status_was_lost() {
     // The failure's spec write landed (paused: true), its status write did not.
-    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto", "paused": true}))
-        .status(running(vec![batch(1, "Smoking", &["new-1"], json!({}))], json!({"pods": ["new-1"]})))
-        .cloneset(4, Some(3), 3)
-        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "False")], 3, 1))
-        .decide();
+    let d = flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "paused": true}),
+    )
+    .status(running(
+        vec![batch(1, "Smoking", &["new-1"], json!({}))],
+        json!({"pods": ["new-1"]}),
+    ))
+    .cloneset(4, Some(3), 3)
+    .pod(pod(
+        "new-1",
+        "app-rev2",
+        &[("ContainersReady", "False")],
+        3,
+        1,
+    ))
+    .decide();
     assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
     assert!(d.status.paused);
 }
