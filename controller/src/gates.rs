@@ -34,7 +34,6 @@ pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[String]) -> bool {
         };
         if status.phase == DeployPhase::Canceled {
             return cur.phase != BatchPhase::Baked
-                && cur.pulled_in_at.is_none()
                 && cur.pods.iter().flatten().any(|p| p.name == name);
         }
         if status.finished || status.phase != DeployPhase::BatchStarted {
@@ -80,6 +79,10 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
         return Ok(Requeue::await_change());
     }
     if !observe::is_true(&pod, "ContainersReady") || observe::is_failing(&pod) {
+        return Ok(Requeue::await_change());
+    }
+    if observe::condition_reason(&pod, READY_GATE) == Some("Canceled") {
+        // Pulled out by a cancel: the release removes it; it never takes traffic again.
         return Ok(Requeue::await_change());
     }
     let ns = pod.namespace().unwrap_or_default();

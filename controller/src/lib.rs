@@ -98,7 +98,7 @@ fn shared<K>(
     subscribers: usize,
 ) -> (
     Store<K>,
-    Vec<futures::channel::mpsc::UnboundedReceiver<K>>,
+    Vec<futures::channel::mpsc::Receiver<K>>,
     watch::Receiver<bool>,
     impl Future<Output = ()> + Send,
 )
@@ -114,35 +114,59 @@ where
     let writer = Writer::<K>::default();
     let reader = writer.as_reader();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..subscribers)
-        .map(|_| futures::channel::mpsc::unbounded())
+        .map(|_| futures::channel::mpsc::channel(TRIGGER_BUFFER))
         .unzip();
     let (tx, rx) = watch::channel(false);
     let kind = K::kind(&()).to_string();
+    let store = reader.clone();
+    // A (re)list: its objects are sent once the store holds them (at InitDone), with every
+    // object the list no longer has, as a deletion the watch never delivered.
+    let mut listing: Option<(Vec<Arc<K>>, Vec<K>)> = None;
     let fut = watcher(api, cfg)
         .default_backoff()
         .reflect(writer)
         .for_each(move |ev| {
+            let mut out: Vec<K> = Vec::new();
             match ev {
-                Ok(
-                    watcher::Event::Apply(o)
-                    | watcher::Event::Delete(o)
-                    | watcher::Event::InitApply(o),
-                ) => {
-                    for s in &senders {
-                        let _ = s.unbounded_send(o.clone());
-                    }
-                }
+                Ok(watcher::Event::Init) => listing = Some((store.state(), Vec::new())),
+                Ok(watcher::Event::InitApply(o)) => match listing.as_mut() {
+                    Some((_, listed)) => listed.push(o),
+                    None => out.push(o),
+                },
                 Ok(watcher::Event::InitDone) => {
+                    if let Some((before, listed)) = listing.take() {
+                        let keys: std::collections::HashSet<ObjectRef<K>> =
+                            listed.iter().map(ObjectRef::from_obj).collect();
+                        out.extend(
+                            before
+                                .iter()
+                                .filter(|o| !keys.contains(&ObjectRef::from_obj(o.as_ref())))
+                                .map(|o| (**o).clone()),
+                        );
+                        out.extend(listed);
+                    }
                     tx.send_replace(true);
                 }
-                Ok(watcher::Event::Init) => {}
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => out.push(o),
                 // Retried with backoff; an RBAC or CRD problem must not be silent.
                 Err(error) => tracing::warn!(kind = %kind, %error, "watch failed; retrying"),
             }
-            async {}
+            let mut senders = senders.clone();
+            async move {
+                use futures::SinkExt;
+                for o in out {
+                    for s in senders.iter_mut() {
+                        // Backpressure: a slow controller slows the watch, memory stays bounded.
+                        let _ = s.send(o.clone()).await;
+                    }
+                }
+            }
         });
     (reader, receivers, rx, fut)
 }
+
+/// Objects queued per controller before the watch waits for it.
+const TRIGGER_BUFFER: usize = 1024;
 
 /// The unfinished DeployFlows of the instance a labelled object belongs to (all of the
 /// namespace when `instance` is `None`), read from the untyped cache.
@@ -196,7 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         2,
     );
     fn ok<K>(
-        s: futures::channel::mpsc::UnboundedReceiver<K>,
+        s: futures::channel::mpsc::Receiver<K>,
     ) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
         s.map(Ok)
     }

@@ -144,6 +144,18 @@ pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
         .map(|c| c.status.as_str())
 }
 
+/// The reason of the pod condition `type_`, if the pod has it.
+pub fn condition_reason<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)?
+        .reason
+        .as_deref()
+}
+
 pub fn is_true(pod: &Pod, type_: &str) -> bool {
     condition(pod, type_) == Some("True")
 }

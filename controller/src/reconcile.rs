@@ -375,7 +375,8 @@ async fn release_raw(obj: &RawDeployFlow, ns: &str, ctx: &Context) -> Result<(),
         .await
         .map(|_| ())
         .or_else(|e| match e {
-            kube::Error::Api(e) if e.code == 404 => Ok(()),
+            // Gone, or a write the server will never take: the DeployFlow goes anyway.
+            kube::Error::Api(e) if [400, 404, 422].contains(&e.code) => Ok(()),
             source => Err(Error::PatchCloneSet {
                 name: instance.to_string(),
                 source,
@@ -474,7 +475,9 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
         // A write the API server will refuse every time (an invalid label, a bad template): the
         // release fails with the server's message instead of retrying forever.
         Err(Error::CloneSetRefused { name, message }) if !deleting => {
-            let patch = json!({"metadata": {"resourceVersion": df.resource_version()},
+            // No precondition: a status written before the refused write moved the version on,
+            // and a terminal Failed is right whatever happened since.
+            let patch = json!({
                 "status": {"phase": "Failed", "finished": true, "finishedAt": now(), "updatedAt": now(),
                 "message": format!("the API server refused Triton's write of CloneSet {name}: {message}")}});
             Api::<DeployFlow>::namespaced(ctx.client.clone(), &ns)

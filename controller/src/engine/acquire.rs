@@ -57,7 +57,7 @@ impl Step<'_, '_> {
                             .and_then(|v| v.as_str().map(String::from))
                             .unwrap_or_default()
                     );
-                    self.set_phase(DeployPhase::Failed, Some(msg));
+                    self.fail(msg);
                     return;
                 }
                 if let Some(use_instead) = wrong {
@@ -129,7 +129,8 @@ impl Step<'_, '_> {
         };
         if self.owned().is_none() {
             match cs.released_by() {
-                Some(other) => {
+                // Another running release holds it: it adopted it at the same moment.
+                Some(other) if self.w.holder.as_ref().is_some_and(|h| h.running) => {
                     let msg = format!(
                         "CloneSet {} is held by DeployFlow {other}, which took it at the same time",
                         self.cs_name()
@@ -143,9 +144,10 @@ impl Step<'_, '_> {
                     );
                     self.set_phase(DeployPhase::Failed, Some(msg));
                 }
-                None => {
-                    // Adopted before the status write; the cache may still show the CloneSet as
-                    // it was. Adopting again is harmless and ends the wait if the write was lost.
+                // No hold, or the hold of a release that is over (one this release aborted): the
+                // cache has not caught up with this release's adoption before its status write.
+                // Adopting again is harmless and ends the wait if the write was lost.
+                _ => {
                     self.before
                         .push(Effect::PatchCloneSet(cloneset::adopt_patch(self.w.df, cs)));
                     self.wait(format!(

@@ -478,13 +478,24 @@ impl<'a> Step<'_, 'a> {
             .flat_map(|c| c.pods_to_delete.iter().flatten())
             .chain(cs.pods_to_delete())
             .collect();
-        let live = || {
-            self.w
-                .pods
-                .iter()
-                .filter(|p| !observe::is_terminating(p))
-                .filter(|p| !chosen.contains(&&p.name_any()))
-        };
+        // Only pods this CloneSet controls: Kruise deletes no other, and a finish would wait for
+        // ever on one it never deletes.
+        let cs_uid = &cs.metadata.uid;
+        let chosen = &chosen;
+        let live =
+            || {
+                self.w
+                    .pods
+                    .iter()
+                    .filter(|p| !observe::is_terminating(p))
+                    .filter(move |p| !chosen.contains(&&p.name_any()))
+                    .filter(move |p| {
+                        cs_uid.is_none()
+                            || p.metadata.owner_references.iter().flatten().any(|r| {
+                                r.controller == Some(true) && Some(&r.uid) == cs_uid.as_ref()
+                            })
+                    })
+            };
         match self.spec().action {
             Action::ScaleIn => {
                 let existing: Vec<String> = live().map(|p| p.name_any()).collect();

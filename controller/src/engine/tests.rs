@@ -870,3 +870,26 @@ fn cancel_names_the_unbaked_pods_so_kruise_removes_exactly_those() {
     assert_eq!(p["spec"]["scaleStrategy"]["podsToDelete"], json!(["new-1"]));
     assert_eq!(p["spec"]["replicas"], 3);
 }
+
+#[test]
+fn a_pod_the_cloneset_does_not_control_is_never_a_victim() {
+    let mut f = restart_at_baking();
+    f.cs.as_mut().unwrap()["metadata"]["uid"] = json!("cs-uid");
+    for p in f.pods.iter_mut() {
+        if p.metadata.name.as_deref() != Some("old-a") {
+            p.metadata.owner_references = Some(vec![
+                serde_json::from_value(json!({
+                    "apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "app",
+                    "uid": "cs-uid", "controller": true
+                }))
+                .unwrap(),
+            ]);
+        }
+    }
+    let d = f.decide();
+    assert_eq!(
+        current(&d).pods_to_delete.as_deref(),
+        Some(&["old-b".to_string()][..]),
+        "old-a (same labels, another controller) is skipped"
+    );
+}
