@@ -244,6 +244,15 @@ pub fn not_ready_reason(pod: &Pod) -> String {
     format!("{phase}, containers not ready")
 }
 
+/// "name (why it is not ready)", for status messages.
+pub fn describe(pod: &Pod) -> String {
+    format!(
+        "{} ({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        not_ready_reason(pod)
+    )
+}
+
 /// A waiting reason that will not clear by itself (see [`TERMINAL_WAITING_REASONS`]).
 pub fn terminal_reason(pod: &Pod) -> Option<String> {
     pod.status

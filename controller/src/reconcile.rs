@@ -12,9 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
@@ -176,13 +174,6 @@ pub struct Context {
     pub written: Mutex<HashMap<String, u64>>,
     /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
     pub synced: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
-}
-
-pub fn cloneset_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(KRUISE_GROUP, "v1alpha1", CLONESET_KIND),
-        "clonesets",
-    )
 }
 
 fn now() -> Time {
@@ -585,11 +576,11 @@ async fn apply_effect(
     ctx: &Context,
 ) -> Result<bool, Error> {
     let cs_name = df.spec.application.instance_name.clone();
-    let clonesets =
-        || Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &cloneset_resource());
+    let clonesets = || Api::<RawCloneSet>::namespaced(ctx.client.clone(), ns);
     match effect {
         Effect::CreateCloneSet(manifest) => {
-            let obj: DynamicObject = serde_json::from_value(manifest).expect("a CloneSet manifest");
+            // `cloneset::manifest` is an object with metadata: it always reads as one.
+            let obj: RawCloneSet = serde_json::from_value(manifest).unwrap_or_default();
             let pp = PostParams {
                 field_manager: Some(MANAGER.into()),
                 ..Default::default()

@@ -133,6 +133,30 @@ pub fn is_true(pod: &Pod, type_: &str) -> bool {
     condition(pod, type_) == Some("True")
 }
 
+/// Names of the pods that are not terminating, sorted.
+pub fn live_names(pods: &[Pod]) -> Vec<String> {
+    let mut v: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the pod condition `type_` of `pod` is True.
+pub async fn wait_pod_condition(api: &Api<Pod>, pod: &str, type_: &str, timeout: Duration) {
+    eventually(&format!("pod {pod} {type_} True"), timeout, || async {
+        let p = api.get(pod).await.map_err(|e| e.to_string())?;
+        if is_true(&p, type_) {
+            Ok(())
+        } else {
+            Err(format!("{type_} {:?}", condition(&p, type_)))
+        }
+    })
+    .await;
+}
+
 /// Lists pods matching a label selector.
 pub async fn pods(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
     api.list(&ListParams::default().labels(selector))

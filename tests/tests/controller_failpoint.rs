@@ -99,16 +99,6 @@ async fn run_through_the_crash_window(
     df.wait_phase("Success", LONG).await
 }
 
-fn live_names(pods: &[Pod]) -> Vec<String> {
-    let mut v: Vec<String> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn scale_in_killed_between_recording_and_deleting_deletes_exactly_the_named_pods() {
     let _turn = SERIAL.lock().await;

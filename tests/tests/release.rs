@@ -347,16 +347,6 @@ async fn scale_in_with_pods_to_delete_removes_exactly_the_named_pods() {
     assert_eq!(left, expected, "exactly the named pods were removed");
 }
 
-fn live_names(pods: &[Pod]) -> Vec<String> {
-    let mut v: Vec<String> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn restart_replaces_every_pod_batch_by_batch_and_all_end_ready() {
     let client = client().await;

@@ -240,19 +240,7 @@ async fn a_crashing_batch_goes_smoke_failed_pauses_and_needs_a_resume_after_reco
     )
     .await
     .unwrap();
-    eventually(
-        &format!("pod {pod} ContainersReady again"),
-        LONG,
-        || async {
-            let p = pods.get(&pod).await.map_err(|e| e.to_string())?;
-            if is_true(&p, "ContainersReady") {
-                Ok(())
-            } else {
-                Err(format!("{:?}", condition(&p, "ContainersReady")))
-            }
-        },
-    )
-    .await;
+    wait_pod_condition(&pods, &pod, "ContainersReady", LONG).await;
     holds_for(
         "the release to stay SmokeFailed and paused after recovery until resumed again",
         Duration::from_secs(5),

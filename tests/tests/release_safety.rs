@@ -405,22 +405,7 @@ async fn a_smoke_failure_writes_paused_into_the_spec_and_stays_paused_after_the_
     // The pod recovers; the release must not resume by itself.
     annotate_pod(&client, &ns, &pod, CRASH, Value::Null).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        &format!("pod {pod} ContainersReady again"),
-        LONG,
-        || async {
-            let p = pods.get(&pod).await.map_err(|e| e.to_string())?;
-            if is_true(&p, "ContainersReady") {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ContainersReady {:?}",
-                    condition(&p, "ContainersReady")
-                ))
-            }
-        },
-    )
-    .await;
+    wait_pod_condition(&pods, &pod, "ContainersReady", LONG).await;
     let mark = history.mark();
     holds_for(
         "the recovered release to stay SmokeFailed, BatchStarted and spec paused true until resumed",

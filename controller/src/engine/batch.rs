@@ -48,6 +48,15 @@ impl<'a> Step<'_, 'a> {
             .collect()
     }
 
+    /// The live batch pods that fail, each as "name (why)".
+    pub fn failing_batch_pods(&self) -> Vec<String> {
+        self.batch_pods()
+            .into_iter()
+            .filter(|p| observe::is_failing(p))
+            .map(observe::describe)
+            .collect()
+    }
+
     /// The CloneSet held by this release; `None` after failing the release when it is gone or
     /// held by another.
     fn held_cloneset(&mut self) -> Option<&'a CloneSetView> {
@@ -219,7 +228,7 @@ impl<'a> Step<'_, 'a> {
         let not_ready: Vec<String> = picked
             .iter()
             .filter(|p| !observe::is_smoked(p) || observe::is_failing(p))
-            .map(|p| format!("{} ({})", p.name_any(), observe::not_ready_reason(p)))
+            .map(|p| observe::describe(p))
             .collect();
         let missing = (cur.batch_size.max(0) as usize).saturating_sub(picked.len());
         let c = self.status.current_mut().expect("a current batch");

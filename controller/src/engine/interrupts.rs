@@ -61,18 +61,7 @@ impl Step<'_, '_> {
         if !matches!(cur.phase, BatchPhase::Smoking | BatchPhase::Smoked) {
             return;
         }
-        let failing: Vec<String> = self
-            .batch_pods()
-            .iter()
-            .filter(|p| observe::is_failing(p))
-            .map(|p| {
-                format!(
-                    "{} ({})",
-                    p.metadata.name.clone().unwrap_or_default(),
-                    observe::not_ready_reason(p)
-                )
-            })
-            .collect();
+        let failing = self.failing_batch_pods();
         if !failing.is_empty() {
             let n = failing.len() as i32;
             let msg = format!(
@@ -87,18 +76,7 @@ impl Step<'_, '_> {
     /// A resume of a failed batch: refused while its pods still fail (the spec is paused again),
     /// else the batch is retried: smoked again (SmokeFailed) or pulled in again (BakeFailed).
     fn resume_failed(&mut self) {
-        let failing: Vec<String> = self
-            .batch_pods()
-            .iter()
-            .filter(|p| observe::is_failing(p))
-            .map(|p| {
-                format!(
-                    "{} ({})",
-                    p.metadata.name.clone().unwrap_or_default(),
-                    observe::not_ready_reason(p)
-                )
-            })
-            .collect();
+        let failing = self.failing_batch_pods();
         if !failing.is_empty() {
             let msg = format!(
                 "resume refused: pods still failing: {}; fix them, then resume again",
