@@ -7,6 +7,7 @@
 //! * [`observe`]: pod phases, batch attribution and pull-in checks (pure);
 //! * `triton_core::release`: the batch arithmetic and predicates (pure).
 
+pub mod api;
 pub mod crd;
 pub mod crdgen;
 pub mod engine;
@@ -78,6 +79,69 @@ pub struct Args {
     /// How long before expiry the leader renews (whole seconds, less than the duration).
     #[arg(long, env = "TRITON_CONTROLLER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_grace: std::time::Duration,
+    /// Address of the gRPC API (packages deployflow, application, pod; reflection; health).
+    #[arg(long, env = "TRITON_CONTROLLER_GRPC_LISTEN", default_value = "0.0.0.0:8099")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the REST API (/api/v1).
+    #[arg(long, env = "TRITON_CONTROLLER_REST_LISTEN", default_value = "0.0.0.0:8088")]
+    pub rest_listen: SocketAddr,
+    /// PEM certificate (chain) the API serves over TLS; re-read when the file changes.
+    #[arg(long, env = "TRITON_CONTROLLER_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --api-tls-cert.
+    #[arg(long, env = "TRITON_CONTROLLER_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<std::path::PathBuf>,
+    /// Serve the API in plaintext without authentication or authorization: anyone who reaches
+    /// the ports may drive every release. For a local demo only.
+    #[arg(long, env = "TRITON_CONTROLLER_INSECURE_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", conflicts_with_all = ["api_tls_cert", "api_tls_key"])]
+    pub insecure_anonymous: bool,
+    /// How long a token review and an access review are trusted.
+    #[arg(long, env = "TRITON_CONTROLLER_API_AUTH_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub api_auth_ttl: std::time::Duration,
+    /// Audiences a caller's token must be for (comma-separated); empty: the API server's own.
+    #[arg(long, env = "TRITON_CONTROLLER_API_AUDIENCES", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+}
+
+/// The API's certificate, loaded (and validated) before anything listens.
+fn api_tls(args: &Args) -> anyhow::Result<Option<Arc<triton_core::tls::ReloadingCert>>> {
+    match (&args.api_tls_cert, &args.api_tls_key) {
+        (Some(cert), Some(key)) => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let c = triton_core::tls::ReloadingCert::load(cert, key, provider)
+                .map_err(|e| anyhow::anyhow!("the API certificate: {e}"))?;
+            c.spawn_watcher(std::time::Duration::from_secs(10));
+            Ok(Some(c))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Binds both API listeners (failing at start when a port is taken) and serves them.
+async fn start_api(
+    args: &Args,
+    tls: Option<Arc<triton_core::tls::ReloadingCert>>,
+    ctx: Arc<api::ApiContext>,
+) -> anyhow::Result<()> {
+    if args.insecure_anonymous {
+        tracing::warn!(
+            grpc = %args.grpc_listen, rest = %args.rest_listen,
+            "INSECURE: --insecure-anonymous serves the API in plaintext with NO authentication or authorization; anyone who reaches these ports can drive every release. Use it for a local demo only."
+        );
+    } else if tls.is_none() {
+        tracing::warn!(
+            grpc = %args.grpc_listen, rest = %args.rest_listen,
+            "the API authenticates callers but serves plaintext: bearer tokens cross the network in clear; give --api-tls-cert and --api-tls-key"
+        );
+    }
+    let grpc = api::serve::bind(args.grpc_listen, "gRPC API").await?;
+    let rest = api::serve::bind(args.rest_listen, "REST API").await?;
+    let grpc_router = api::serve::grpc_router(ctx.clone()).await?;
+    let rest_router = api::rest::router(ctx);
+    tokio::spawn(api::serve::serve(grpc, tls.clone(), grpc_router, "gRPC API"));
+    tokio::spawn(api::serve::serve(rest, tls.clone(), rest_router, "REST API"));
+    tracing::info!(grpc = %args.grpc_listen, rest = %args.rest_listen, tls = tls.is_some(), auth = !args.insecure_anonymous, "API listening");
+    Ok(())
 }
 
 fn managed() -> watcher::Config {
@@ -96,6 +160,7 @@ fn shared<K>(
     api: Api<K>,
     cfg: watcher::Config,
     subscribers: usize,
+    tap: impl Fn(&K, bool) + Send + 'static,
 ) -> (
     Store<K>,
     Vec<futures::channel::mpsc::Receiver<K>>,
@@ -126,12 +191,13 @@ where
         .default_backoff()
         .reflect(writer)
         .for_each(move |ev| {
-            let mut out: Vec<K> = Vec::new();
+            // Each object with whether it is gone.
+            let mut out: Vec<(K, bool)> = Vec::new();
             match ev {
                 Ok(watcher::Event::Init) => listing = Some((store.state(), Vec::new())),
                 Ok(watcher::Event::InitApply(o)) => match listing.as_mut() {
                     Some((_, listed)) => listed.push(o),
-                    None => out.push(o),
+                    None => out.push((o, false)),
                 },
                 Ok(watcher::Event::InitDone) => {
                     if let Some((before, listed)) = listing.take() {
@@ -141,20 +207,24 @@ where
                             before
                                 .iter()
                                 .filter(|o| !keys.contains(&ObjectRef::from_obj(o.as_ref())))
-                                .map(|o| (**o).clone()),
+                                .map(|o| ((**o).clone(), true)),
                         );
-                        out.extend(listed);
+                        out.extend(listed.into_iter().map(|o| (o, false)));
                     }
                     tx.send_replace(true);
                 }
-                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => out.push(o),
+                Ok(watcher::Event::Apply(o)) => out.push((o, false)),
+                Ok(watcher::Event::Delete(o)) => out.push((o, true)),
                 // Retried with backoff; an RBAC or CRD problem must not be silent.
                 Err(error) => tracing::warn!(kind = %kind, %error, "watch failed; retrying"),
+            }
+            for (o, deleted) in &out {
+                tap(o, *deleted);
             }
             let mut senders = senders.clone();
             async move {
                 use futures::SinkExt;
-                for o in out {
+                for (o, _) in out {
                     for s in senders.iter_mut() {
                         // Backpressure: a slow controller slows the watch, memory stays bounded.
                         let _ = s.send(o.clone()).await;
@@ -202,22 +272,34 @@ fn on_leading(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()>
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    let api_tls = api_tls(&args)?;
+    let (changes, _) = tokio::sync::broadcast::channel(api::CHANGE_BUFFER);
+    let tap = changes.clone();
     let (pods, mut pods_sub, pods_synced, pods_task) =
-        shared(Api::<Pod>::all(client.clone()), managed(), 2);
+        shared(Api::<Pod>::all(client.clone()), managed(), 2, |_, _| {});
     let (slices, mut slices_sub, slices_synced, slices_task) = shared(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
         1,
+        |_, _| {},
     );
     let (clonesets, mut cs_sub, cs_synced, cs_task) = shared(
         Api::<RawCloneSet>::all(client.clone()),
         watcher::Config::default(),
         1,
+        |_, _| {},
     );
     let (dfs, mut dfs_sub, dfs_synced, dfs_task) = shared(
         Api::<RawDeployFlow>::all(client.clone()),
         watcher::Config::default(),
         2,
+        move |o: &RawDeployFlow, deleted| {
+            // No receiver (no open stream) is fine.
+            let _ = tap.send(api::Change {
+                obj: Arc::new(o.clone()),
+                deleted,
+            });
+        },
     );
     fn ok<K>(
         s: futures::channel::mpsc::Receiver<K>,
@@ -334,7 +416,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!("caches synced; ready");
         });
     }
-    tokio::spawn(admin(args.admin_listen, ready, ctx.clone()));
+    let api_ctx = Arc::new(api::ApiContext {
+        client: client.clone(),
+        deployflows: dfs.clone(),
+        clonesets: clonesets.clone(),
+        pods: pods.clone(),
+        changes,
+        auth: (!args.insecure_anonymous).then(|| {
+            api::auth::Authorizer::new(client.clone(), args.api_auth_ttl, args.api_audiences.clone())
+        }),
+        streams: Default::default(),
+    });
+    start_api(&args, api_tls, api_ctx.clone()).await?;
+    tokio::spawn(admin(args.admin_listen, ready, ctx.clone(), api_ctx));
     tracing::info!(admin = %args.admin_listen, "triton-controller running");
     let controllers = async { tokio::join!(df_controller, gate_controller) };
     if !args.leader_elect {
@@ -383,7 +477,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
+async fn admin(
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    ctx: Arc<Context>,
+    api_ctx: Arc<api::ApiContext>,
+) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(error) => {
@@ -395,10 +494,10 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let (ready, ctx) = (ready.clone(), ctx.clone());
+        let (ready, ctx, api_ctx) = (ready.clone(), ctx.clone(), api_ctx.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (ready, ctx) = (ready.clone(), ctx.clone());
+                let (ready, ctx, api_ctx) = (ready.clone(), ctx.clone(), api_ctx.clone());
                 async move {
                     let (status, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, "ok".to_string()),
@@ -415,6 +514,7 @@ async fn admin(addr: SocketAddr, ready: Arc<AtomicBool>, ctx: Arc<Context>) {
                                     serde_json::from_value(d.data["status"]["phase"].clone())
                                         .unwrap_or_default()
                                 }));
+                            ctx.metrics.set_api_streams(api_ctx.open_streams());
                             (StatusCode::OK, ctx.metrics.encode())
                         }
                         other => (StatusCode::NOT_FOUND, format!("no such path: {other}")),

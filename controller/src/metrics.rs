@@ -42,6 +42,7 @@ pub struct Metrics {
     reconcile: Histogram,
     errors: Family<ErrorLabels, Counter>,
     undecodable: Counter,
+    api_streams: Gauge,
 }
 
 /// Every phase, so the releases gauge reports zeros too.
@@ -66,6 +67,12 @@ impl Default for Metrics {
         let reconcile = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let errors = Family::<ErrorLabels, Counter>::default();
         let undecodable = Counter::default();
+        let api_streams = Gauge::default();
+        registry.register(
+            "api_streams",
+            "Open API streams (Watch, ListAndWatch, Pause, Resume, Cancel)",
+            api_streams.clone(),
+        );
         registry.register(
             "undecodable_deployflows",
             "DeployFlows skipped because the controller cannot read them (see their Invalid Events)",
@@ -100,6 +107,7 @@ impl Default for Metrics {
             reconcile,
             errors,
             undecodable,
+            api_streams,
         }
     }
 }
@@ -126,6 +134,9 @@ impl Metrics {
                 .get_or_create(&PhaseLabels { phase: Phase(p) })
                 .set(n);
         }
+    }
+    pub fn set_api_streams(&self, n: i64) {
+        self.api_streams.set(n);
     }
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.observe(took.as_secs_f64());

@@ -1,7 +1,11 @@
-//! The pure core of Triton: names every component shares ([`names`]) and the release
+//! The pure core of Triton: names every component shares ([`names`]), the API's decisions
+//! ([`api`]) and the release
 //! arithmetic and predicates ([`release`]). Nothing here talks to a server.
 
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod names;
+pub mod api;
 pub mod release;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -11,7 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod mutate;
 pub mod server;
-pub mod tls;
+pub use triton_core::tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

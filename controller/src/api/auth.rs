@@ -1,0 +1,301 @@
+//! Who calls, and may they: the caller's bearer token is checked with a TokenReview and each
+//! call authorized with SubjectAccessReviews against the objects it touches, by the one table
+//! [`PERMISSIONS`]. Both answers are cached for a short TTL, so a busy client costs the API
+//! server nothing per call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use kube::Client;
+
+use super::{ApiError, Result};
+
+/// One permission a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Need {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+}
+
+const fn df(verb: &'static str) -> Need {
+    Need {
+        verb,
+        group: "apps.triton.io",
+        resource: "deployflows",
+    }
+}
+const fn cs(verb: &'static str) -> Need {
+    Need {
+        verb,
+        group: "apps.kruise.io",
+        resource: "clonesets",
+    }
+}
+const fn pods(verb: &'static str) -> Need {
+    Need {
+        verb,
+        group: "",
+        resource: "pods",
+    }
+}
+
+/// What each call needs, in the namespace it names (and on the object it names, where it names
+/// one). REST routes are authorized as the gRPC method they map to. The README prints this
+/// table; a test checks that every method of the services is in it.
+pub const PERMISSIONS: &[(&str, &[Need])] = &[
+    ("deployflow.DeployFlow/Get", &[df("get")]),
+    ("deployflow.DeployFlow/Gets", &[df("list")]),
+    ("deployflow.DeployFlow/Watch", &[df("get"), df("watch")]),
+    ("deployflow.DeployFlow/ListAndWatch", &[df("list"), df("watch")]),
+    ("deployflow.DeployFlow/Next", &[df("patch")]),
+    ("deployflow.DeployFlow/Continue", &[df("patch")]),
+    ("deployflow.DeployFlow/Pause", &[df("patch")]),
+    ("deployflow.DeployFlow/Resume", &[df("patch")]),
+    ("deployflow.DeployFlow/Cancel", &[df("patch")]),
+    ("deployflow.DeployFlow/Delete", &[df("delete")]),
+    ("deployflow.DeployFlow/Apply", &[df("create"), cs("get")]),
+    ("application.Application/Get", &[cs("get")]),
+    ("application.Application/Gets", &[cs("list")]),
+    ("application.Application/Restart", &[df("create"), cs("get")]),
+    ("application.Application/Scale", &[df("create"), cs("get")]),
+    ("application.Application/Rollback", &[df("create"), df("get"), cs("get")]),
+    ("application.Application/Delete", &[cs("delete")]),
+    ("pod.Pod/Get", &[pods("get")]),
+    ("pod.Pod/Gets", &[pods("list")]),
+];
+
+/// The permissions of a method (`package.Service/Method`).
+pub fn needs(method: &str) -> Option<&'static [Need]> {
+    PERMISSIONS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, n)| *n)
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+type Decision = (std::result::Result<(), String>, Instant);
+
+/// Checks tokens and permissions against the API server, with short-lived caches.
+pub struct Authorizer {
+    client: Client,
+    ttl: Duration,
+    audiences: Vec<String>,
+    tokens: Mutex<HashMap<String, (std::result::Result<Caller, String>, Instant)>>,
+    decisions: Mutex<HashMap<String, Decision>>,
+}
+
+/// Entries kept per cache before it is emptied (a bound, not an LRU: refills cost one review).
+const CACHE_BOUND: usize = 10_000;
+
+impl Authorizer {
+    /// `audiences` empty: the API server's own (a ServiceAccount token from `kubectl create
+    /// token`); a token made for another audience is refused.
+    pub fn new(client: Client, ttl: Duration, audiences: Vec<String>) -> Self {
+        Authorizer {
+            client,
+            ttl,
+            audiences,
+            tokens: Mutex::default(),
+            decisions: Mutex::default(),
+        }
+    }
+
+    /// Authenticates `authorization: Bearer <token>` and authorizes `method` on the namespace
+    /// and (if any) the object named.
+    pub async fn check(
+        &self,
+        bearer: Option<&str>,
+        method: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<Caller> {
+        let token = bearer
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "no bearer token: send `authorization: Bearer <Kubernetes token>`".into(),
+                )
+            })?;
+        let caller = self.authenticate(token).await?;
+        let needs = needs(method).ok_or_else(|| {
+            ApiError::Forbidden(format!("{method} is not in the permission table"))
+        })?;
+        for need in needs {
+            self.authorize(&caller, need, namespace, name).await?;
+        }
+        Ok(caller)
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Caller> {
+        if let Some((r, at)) = self.tokens.lock().expect("lock").get(token)
+            && at.elapsed() < self.ttl
+        {
+            return r.clone().map_err(ApiError::Unauthenticated);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..Default::default()
+        };
+        let reviewed = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ApiError::kube("reviewing the bearer token", e))?;
+        let status = reviewed.status.unwrap_or_default();
+        let result = match (status.authenticated, status.user) {
+            (Some(true), Some(u)) => Ok(Caller {
+                user: u.username.unwrap_or_default(),
+                uid: u.uid.unwrap_or_default(),
+                groups: u.groups.unwrap_or_default(),
+                extra: u.extra.unwrap_or_default(),
+            }),
+            _ => Err(format!(
+                "the bearer token is not valid{}",
+                status
+                    .error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )),
+        };
+        let mut tokens = self.tokens.lock().expect("lock");
+        if tokens.len() >= CACHE_BOUND {
+            tokens.clear();
+        }
+        tokens.insert(token.to_string(), (result.clone(), Instant::now()));
+        result.map_err(ApiError::Unauthenticated)
+    }
+
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        need: &Need,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
+        let key = format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}/{}\u{0}{namespace}\u{0}{}",
+            caller.user,
+            caller.groups.join(","),
+            need.verb,
+            need.group,
+            need.resource,
+            name.unwrap_or("")
+        );
+        if let Some((r, at)) = self.decisions.lock().expect("lock").get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return r.clone().map_err(ApiError::Forbidden);
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(caller.user.clone()),
+                uid: Some(caller.uid.clone()),
+                groups: Some(caller.groups.clone()),
+                extra: Some(caller.extra.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(need.verb.into()),
+                    group: Some(need.group.into()),
+                    resource: Some(need.resource.into()),
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: name.map(String::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviewed = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ApiError::kube("reviewing the caller's access", e))?;
+        let status = reviewed.status.unwrap_or_default();
+        let result = if status.allowed {
+            Ok(())
+        } else {
+            let scope = if namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in namespace {namespace}")
+            };
+            let what = if need.group.is_empty() {
+                need.resource.to_string()
+            } else {
+                format!("{}.{}", need.resource, need.group)
+            };
+            Err(format!(
+                "{} may not {} {what} {scope}{}",
+                caller.user,
+                need.verb,
+                status
+                    .reason
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))
+        };
+        let mut decisions = self.decisions.lock().expect("lock");
+        if decisions.len() >= CACHE_BOUND {
+            decisions.clear();
+        }
+        decisions.insert(key, (result.clone(), Instant::now()));
+        result.map_err(ApiError::Forbidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn every_method_of_every_service_has_its_permissions() {
+        let fds = prost_types::FileDescriptorSet::decode(triton_proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        let mut methods = Vec::new();
+        for file in &fds.file {
+            for svc in &file.service {
+                for m in &svc.method {
+                    methods.push(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        svc.name(),
+                        m.name()
+                    ));
+                }
+            }
+        }
+        assert_eq!(methods.len(), PERMISSIONS.len(), "{methods:?}");
+        for m in &methods {
+            let needs = needs(m).unwrap_or_else(|| panic!("{m} has no permissions"));
+            assert!(!needs.is_empty(), "{m}");
+        }
+    }
+
+    #[test]
+    fn writes_need_write_verbs() {
+        assert_eq!(needs("deployflow.DeployFlow/Next"), Some(&[df("patch")][..]));
+        assert!(needs("application.Application/Scale")
+            .unwrap()
+            .contains(&df("create")));
+        assert!(needs("nope.Nope/X").is_none());
+    }
+}

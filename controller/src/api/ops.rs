@@ -1,0 +1,1164 @@
+//! The API's operations, shared by gRPC and REST. Reads come from the watch caches; writes are
+//! merge patches of a DeployFlow's strategy (with the resourceVersion read as precondition) or
+//! creations of DeployFlows; streams follow the DeployFlow watch, never a timer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use triton_core::api::{self as core, FieldError, Holder, Refusal, ReleaseState};
+use triton_core::names::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL};
+use triton_core::release::{Action, CurrentBatch};
+use triton_proto::{application as app, deployflow as pb, pod as podpb};
+
+use super::convert::{self, APP_LABEL, GROUP_LABEL};
+use super::{ApiContext, ApiError, Change, Result};
+use crate::crd::DeployFlow;
+use crate::observe::CloneSetView;
+use crate::raw::{RawCloneSet, RawDeployFlow};
+use crate::reconcile::decode;
+
+/// The field manager of the API's writes.
+pub const FIELD_MANAGER: &str = "triton-api";
+/// How long a create or delete waits for the cache to show it (as the original: 5 s).
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+/// Replies buffered per stream.
+const STREAM_BUFFER: usize = 16;
+
+pub type DeployStream = ReceiverStream<std::result::Result<pb::DeployReply, tonic::Status>>;
+pub type DeploysStream = ReceiverStream<std::result::Result<pb::DeploysReply, tonic::Status>>;
+
+/// Validates a `DeployMeta`-like (namespace, name) under `prefix` (e.g. `deploy`).
+pub fn meta<'a>(prefix: &str, m: Option<(&'a str, &'a str)>) -> Result<(&'a str, &'a str)> {
+    let (ns, name) = m.ok_or_else(|| FieldError::new(prefix, "must be set (namespace and name)"))?;
+    core::namespace(&format!("{prefix}.namespace"), ns, false)?;
+    core::object_name(&format!("{prefix}.name"), name)?;
+    Ok((ns, name))
+}
+
+/// What `Next` and `Watch` read of a release.
+pub fn release_state(df: &DeployFlow) -> ReleaseState {
+    let st = df.status.clone().unwrap_or_default();
+    ReleaseState {
+        current: st.conditions.as_ref().and_then(|c| c.last()).map(|c| CurrentBatch {
+            batch: c.batch,
+            phase: c.phase,
+            canary: c.canary,
+        }),
+        total_batches: st.batches,
+        finished: st.finished,
+        auto: df.spec.auto(),
+        stage: df.spec.stage(),
+        batches: df.spec.base().batches,
+    }
+}
+
+fn phase(df: &DeployFlow) -> String {
+    df.status
+        .as_ref()
+        .map(|s| s.phase.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn finished(df: &DeployFlow) -> bool {
+    df.status.as_ref().is_some_and(|s| s.finished)
+}
+
+/// The resourceVersion as a number, to tell newer from older (etcd's are numbers).
+fn rv(o: &impl ResourceExt) -> u64 {
+    o.resource_version()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn unreadable(ns: &str, name: &str, e: serde_json::Error) -> ApiError {
+    ApiError::Refused(Refusal::Other(format!(
+        "DeployFlow {ns}/{name} cannot be read by this controller: {e}"
+    )))
+}
+
+/// One (namespace, name) filter shared by Watch and the write streams.
+#[derive(Clone)]
+struct Key {
+    ns: String,
+    name: String,
+}
+
+impl Key {
+    fn is(&self, o: &RawDeployFlow) -> bool {
+        o.metadata.name.as_deref() == Some(&self.name)
+            && o.metadata.namespace.as_deref() == Some(&self.ns)
+    }
+}
+
+/// Counts an open stream while alive.
+struct StreamGuard(Arc<ApiContext>);
+
+impl StreamGuard {
+    fn new(ctx: &Arc<ApiContext>) -> Self {
+        ctx.streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(ctx.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What ends a stream of one DeployFlow.
+type Until = Box<dyn Fn(&DeployFlow, u64) -> Option<std::result::Result<(), ApiError>> + Send>;
+
+impl ApiContext {
+    fn cached_df(&self, ns: &str, name: &str) -> Option<Arc<RawDeployFlow>> {
+        self.deployflows
+            .get(&ObjectRef::new(name).within(ns))
+    }
+
+    fn cached_cs(&self, ns: &str, name: &str) -> Option<Arc<RawCloneSet>> {
+        self.clonesets.get(&ObjectRef::new(name).within(ns))
+    }
+
+    fn df_api(&self, ns: &str) -> Api<DeployFlow> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn cached_typed(&self, ns: &str, name: &str) -> Result<DeployFlow> {
+        let raw = self
+            .cached_df(ns, name)
+            .ok_or_else(|| ApiError::NotFound(format!("deploy {ns}/{name} not found")))?;
+        decode(&raw).map_err(|e| unreadable(ns, name, e))
+    }
+
+    // ---- DeployFlow -------------------------------------------------------------------------
+
+    pub fn get(&self, ns: &str, name: &str) -> Result<pb::Deploy> {
+        Ok(convert::deploy(&self.cached_typed(ns, name)?))
+    }
+
+    /// Gets (reference §4.3, defects fixed: the instanceName and action filters work, a page
+    /// size of 0 means 10).
+    pub fn gets(&self, filter: &pb::DeployFilter) -> Result<Vec<pb::Deploy>> {
+        let f = Filter::new(filter, "filter.")?;
+        let page = core::page("filter.", filter.start, filter.page_size)?;
+        let items: Vec<Listed> = self
+            .deployflows
+            .state()
+            .iter()
+            .filter_map(|raw| decode(raw).ok())
+            .filter(|df| f.matches(df))
+            .map(Listed)
+            .collect();
+        Ok(core::paginate(items, page)
+            .iter()
+            .map(|l| convert::deploy(&l.0))
+            .collect())
+    }
+
+    /// Merge-patches the applicable strategy with what `body` computes from the live object,
+    /// with its resourceVersion as precondition (retried on a conflict). Refused on a finished
+    /// release.
+    async fn patch_strategy(
+        &self,
+        ns: &str,
+        name: &str,
+        body: impl Fn(&DeployFlow) -> Result<Value>,
+    ) -> Result<DeployFlow> {
+        let api = self.df_api(ns);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let live = match api.get(name).await {
+                Ok(df) => df,
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")));
+                }
+                Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
+                Err(e) => return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+            };
+            if finished(&live) {
+                return Err(Refusal::Finished {
+                    phase: phase(&live),
+                }
+                .into());
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": live.resource_version()},
+                "spec": {live.spec.strategy_key(): body(&live)?},
+            });
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match api.patch(name, &pp, &Patch::Merge(&patch)).await {
+                Ok(df) => return Ok(df),
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => continue,
+                Err(e) => return Err(ApiError::kube(format!("patching deploy {ns}/{name}"), e)),
+            }
+        }
+    }
+
+    /// Next (reference §3.5): refused on a finished release and until the spec's own target is
+    /// reached.
+    pub async fn next(&self, ns: &str, name: &str) -> Result<pb::Deploy> {
+        let df = self
+            .patch_strategy(ns, name, |df| {
+                let (batches, stage) = core::next(&release_state(df), &phase(df))?;
+                Ok(json!({"batches": batches, "stage": format!("{stage:?}")}))
+            })
+            .await?;
+        Ok(convert::deploy(&df))
+    }
+
+    /// Continue: sets `stage` and `batches` (empty or 0 values left out, as the original).
+    pub async fn continue_(
+        &self,
+        ns: &str,
+        name: &str,
+        target: Option<&pb::TargetState>,
+    ) -> Result<pb::Deploy> {
+        let t = target.ok_or_else(|| FieldError::new("target", "must be set (stage and/or batches)"))?;
+        core::stage("target.stage", &t.stage)?;
+        core::bounded("target.batches", t.batches, 100_000)?;
+        if t.stage.is_empty() && t.batches == 0 {
+            return Err(FieldError::new("target", "empty target: set stage and/or batches").into());
+        }
+        let mut body = serde_json::Map::new();
+        if !t.stage.is_empty() {
+            body.insert("stage".into(), json!(t.stage));
+        }
+        if t.batches > 0 {
+            body.insert("batches".into(), json!(t.batches));
+        }
+        let df = self
+            .patch_strategy(ns, name, |_| Ok(Value::Object(body.clone())))
+            .await?;
+        Ok(convert::deploy(&df))
+    }
+
+    /// Merges `fields` into the applicable strategy (REST's PATCH, and its one-shot pause,
+    /// resume and cancel).
+    pub async fn patch_fields(&self, ns: &str, name: &str, fields: Value) -> Result<pb::Deploy> {
+        let df = self.patch_strategy(ns, name, |_| Ok(fields.clone())).await?;
+        Ok(convert::deploy(&df))
+    }
+
+    /// Pause, Resume and Cancel: the patch, then the DeployFlow on every change until the
+    /// release shows the effect (or finishes).
+    pub async fn interrupt(
+        self: &Arc<Self>,
+        ns: &str,
+        name: &str,
+        what: Interrupt,
+    ) -> Result<DeployStream> {
+        let sub = self.changes.subscribe();
+        let body = match what {
+            Interrupt::Pause => json!({"paused": true}),
+            Interrupt::Resume => json!({"paused": false}),
+            Interrupt::Cancel => json!({"canceled": true}),
+        };
+        let patched = self.patch_strategy(ns, name, |_| Ok(body.clone())).await?;
+        let ours = rv(&patched);
+        let until: Until = match what {
+            Interrupt::Pause => Box::new(|df, _| {
+                (finished(df) || df.status.as_ref().is_some_and(|s| s.paused)).then_some(Ok(()))
+            }),
+            Interrupt::Resume => Box::new(move |df, version| {
+                if finished(df) || df.status.as_ref().is_some_and(|s| !s.paused) {
+                    return Some(Ok(()));
+                }
+                // The controller set `paused` again after our resume: it refused it.
+                let repaused = version > ours && df.spec.base().paused == Some(true);
+                repaused.then(|| {
+                    let why = df
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_else(|| "the controller paused it again".into());
+                    Err(Refusal::Other(format!("resume refused: {why}")).into())
+                })
+            }),
+            Interrupt::Cancel => Box::new(|df, _| {
+                (finished(df)).then_some(Ok(()))
+            }),
+        };
+        Ok(self.follow(
+            Key {
+                ns: ns.into(),
+                name: name.into(),
+            },
+            sub,
+            Some(patched),
+            until,
+        ))
+    }
+
+    /// Watch: the DeployFlow now and on every change, until the target (the request's, else
+    /// the spec's) is reached, the release finishes or the DeployFlow is deleted.
+    pub fn watch(
+        self: &Arc<Self>,
+        ns: &str,
+        name: &str,
+        target: Option<&pb::TargetState>,
+    ) -> Result<DeployStream> {
+        let target = match target {
+            Some(t) if !(t.stage.is_empty() && t.batches == 0) => Some((
+                core::stage("target.stage", &t.stage)?,
+                core::bounded("target.batches", t.batches, 100_000)?,
+            )),
+            _ => None,
+        };
+        let sub = self.changes.subscribe();
+        let first = self.cached_typed(ns, name)?;
+        Ok(self.follow(
+            Key {
+                ns: ns.into(),
+                name: name.into(),
+            },
+            sub,
+            Some(first),
+            Box::new(move |df, _| core::watch_done(&release_state(df), target).then_some(Ok(()))),
+        ))
+    }
+
+    /// Streams one DeployFlow: `first`, then each newer version, until `until` says so, the
+    /// DeployFlow is deleted, or the client goes away (which ends the task at once).
+    fn follow(
+        self: &Arc<Self>,
+        key: Key,
+        mut sub: broadcast::Receiver<Change>,
+        first: Option<DeployFlow>,
+        until: Until,
+    ) -> DeployStream {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let _guard = StreamGuard::new(&ctx);
+            let mut last = 0u64;
+            let send = |df: DeployFlow, last: &mut u64| {
+                let version = rv(&df);
+                let fresh = version > *last;
+                if fresh {
+                    *last = version;
+                }
+                (fresh, df, version)
+            };
+            let mut pending = first;
+            loop {
+                if let Some(df) = pending.take() {
+                    let (fresh, df, version) = send(df, &mut last);
+                    if fresh {
+                        let reply = pb::DeployReply {
+                            deploy: Some(convert::deploy(&df)),
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            return;
+                        }
+                        match until(&df, version) {
+                            Some(Ok(())) => return,
+                            Some(Err(e)) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                let change = tokio::select! {
+                    c = sub.recv() => c,
+                    _ = tx.closed() => return,
+                };
+                match change {
+                    Ok(c) if key.is(&c.obj) => {
+                        if c.deleted {
+                            return;
+                        }
+                        pending = decode(&c.obj).ok();
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: the cache has the latest.
+                        match ctx.cached_df(&key.ns, &key.name) {
+                            Some(raw) => pending = decode(&raw).ok(),
+                            None => return,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    /// ListAndWatch: the filtered, paged list, then every change of a matching DeployFlow
+    /// (deletions included) as a one-element reply, until the client goes away.
+    pub fn list_and_watch(self: &Arc<Self>, filter: &pb::DeployFilter) -> Result<DeploysStream> {
+        let f = Filter::new(filter, "filter.")?;
+        let mut sub = self.changes.subscribe();
+        let first = self.gets(filter)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let _guard = StreamGuard::new(&ctx);
+            // The version sent per object, so a relist or a lag re-read sends only changes.
+            let mut sent: HashMap<(String, String), u64> = HashMap::new();
+            for d in &first {
+                sent.insert((d.namespace.clone(), d.name.clone()), 0);
+            }
+            if tx
+                .send(Ok(pb::DeploysReply { deploys: first }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // The list came from the cache after we subscribed: what it showed is known.
+            for raw in ctx.deployflows.state() {
+                let k = (raw.namespace().unwrap_or_default(), raw.name_any());
+                if let Some(v) = sent.get_mut(&k) {
+                    *v = rv(raw.as_ref());
+                }
+            }
+            loop {
+                let changes: Vec<Change> = tokio::select! {
+                    c = sub.recv() => match c {
+                        Ok(c) => vec![c],
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Fell behind: compare the cache with what was sent.
+                            let now = ctx.deployflows.state();
+                            let live: std::collections::HashSet<_> = now.iter()
+                                .map(|o| (o.namespace().unwrap_or_default(), o.name_any())).collect();
+                            let mut cs: Vec<Change> = now.into_iter()
+                                .map(|obj| Change { obj, deleted: false }).collect();
+                            cs.extend(sent.keys().filter(|k| !live.contains(*k)).map(|(ns, n)| {
+                                let mut o = RawDeployFlow::default();
+                                o.metadata.namespace = Some(ns.clone());
+                                o.metadata.name = Some(n.clone());
+                                Change { obj: Arc::new(o), deleted: true }
+                            }));
+                            cs
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                for c in changes {
+                    let k = (c.obj.namespace().unwrap_or_default(), c.obj.name_any());
+                    let reply = if c.deleted {
+                        if sent.remove(&k).is_none() {
+                            continue;
+                        }
+                        let mut d = match decode(&c.obj) {
+                            Ok(df) => convert::deploy(&df),
+                            Err(_) => pb::Deploy {
+                                namespace: k.0.clone(),
+                                name: k.1.clone(),
+                                ..Default::default()
+                            },
+                        };
+                        d.deleted = true;
+                        d
+                    } else {
+                        let Ok(df) = decode(&c.obj) else { continue };
+                        if !f.matches(&df) {
+                            continue;
+                        }
+                        let version = rv(&df);
+                        if sent.get(&k).is_some_and(|v| *v >= version && version > 0) {
+                            continue;
+                        }
+                        sent.insert(k, version);
+                        convert::deploy(&df)
+                    };
+                    if tx
+                        .send(Ok(pb::DeploysReply {
+                            deploys: vec![reply],
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Delete: refused for a release that has not finished; a missing one counts as deleted.
+    pub async fn delete(&self, ns: &str, name: &str) -> Result<()> {
+        let mut sub = self.changes.subscribe();
+        let api = self.df_api(ns);
+        let df = match api.get(name).await {
+            Ok(df) => df,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
+            Err(e) => return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+        };
+        if !finished(&df) {
+            return Err(Refusal::Unfinished { phase: phase(&df) }.into());
+        }
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(ApiError::kube(format!("deleting deploy {ns}/{name}"), e)),
+        }
+        let key = Key {
+            ns: ns.into(),
+            name: name.into(),
+        };
+        let gone = async {
+            while self.cached_df(ns, name).is_some() {
+                match sub.recv().await {
+                    Ok(c) if c.deleted && key.is(&c.obj) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CACHE_WAIT, gone).await;
+        Ok(())
+    }
+
+    /// Creates a DeployFlow and waits (≤ 5 s) until the cache has it, so that a Get right after
+    /// the reply finds it on this replica.
+    async fn create(&self, ns: &str, manifest: Value) -> Result<String> {
+        let mut sub = self.changes.subscribe();
+        let raw: RawDeployFlow = serde_json::from_value(manifest)
+            .map_err(|e| ApiError::Rejected(format!("building the DeployFlow: {e}")))?;
+        let created = Api::<RawDeployFlow>::namespaced(self.client.clone(), ns)
+            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &raw)
+            .await
+            .map_err(|e| ApiError::kube(format!("creating a DeployFlow in {ns}"), e))?;
+        let name = created.name_any();
+        let key = Key {
+            ns: ns.into(),
+            name: name.clone(),
+        };
+        let seen = async {
+            while self.cached_df(ns, &name).is_none() {
+                match sub.recv().await {
+                    Ok(c) if key.is(&c.obj) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        };
+        if tokio::time::timeout(CACHE_WAIT, seen).await.is_err() {
+            tracing::warn!(deployflow = %format!("{ns}/{name}"), "created, but not yet in the cache after 5 s");
+        }
+        Ok(name)
+    }
+
+    /// The running release holding a CloneSet: the one its annotation names, else any
+    /// unfinished DeployFlow of the instance (one just created that has not taken hold yet).
+    fn holder(&self, ns: &str, instance: &str, cs: Option<&CloneSetView>) -> Option<Holder> {
+        let running = |df: &DeployFlow| !finished(df);
+        let holder = |df: &DeployFlow| Holder {
+            name: df.name_any(),
+            paused: df.status.as_ref().is_some_and(|s| s.paused)
+                || df.spec.base().paused == Some(true),
+        };
+        if let Some(name) = cs.and_then(|c| c.released_by())
+            && let Ok(df) = self.cached_typed(ns, name)
+            && running(&df)
+        {
+            return Some(holder(&df));
+        }
+        self.deployflows
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns))
+            .filter_map(|r| decode(r).ok())
+            .filter(|df| df.spec.application.instance_name == instance && running(df))
+            .max_by_key(|df| df.metadata.creation_timestamp.clone().map(|t| t.0))
+            .map(|df| holder(&df))
+    }
+
+    // ---- Application ------------------------------------------------------------------------
+
+    fn cloneset(&self, ns: &str, name: &str) -> Result<(Arc<RawCloneSet>, CloneSetView)> {
+        let cs = self
+            .cached_cs(ns, name)
+            .ok_or_else(|| ApiError::NotFound(format!("application {ns}/{name} not found")))?;
+        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
+            .map_err(|e| Refusal::Other(format!("CloneSet {ns}/{name} cannot be read: {e}")))?;
+        Ok((cs, view))
+    }
+
+    pub fn app_get(&self, ns: &str, name: &str) -> Result<app::Instance> {
+        Ok(convert::instance(&self.cloneset(ns, name)?.0))
+    }
+
+    /// Every CloneSet of the namespace (each one, not N copies of the last: §9 item 13).
+    pub fn app_gets(&self, ns: &str) -> Result<Vec<app::Instance>> {
+        core::namespace("filter.namespace", ns, true)?;
+        let mut v: Vec<_> = self
+            .clonesets
+            .state()
+            .iter()
+            .filter(|c| ns.is_empty() || c.namespace().as_deref() == Some(ns))
+            .map(|c| convert::instance(c))
+            .collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(v)
+    }
+
+    /// Restart and Scale: a non-revision-changing release of an existing CloneSet.
+    pub async fn start_non_update(
+        &self,
+        ns: &str,
+        name: &str,
+        action: NonUpdate,
+        strategy: Option<&pb::NonUpdateStrategy>,
+    ) -> Result<String> {
+        let s = strategy.ok_or_else(|| {
+            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode)")
+        })?;
+        let mut body = non_update_strategy(s)?;
+        let (cs, view) = self.cloneset(ns, name)?;
+        let current = view.spec.replicas;
+        let (action, replicas) = match action {
+            NonUpdate::Restart => {
+                if !s.pods_to_delete.is_empty() {
+                    return Err(FieldError::new("strategy.podsToDelete", "a restart re-creates every pod; use Scale to delete pods").into());
+                }
+                (Action::Restart, current)
+            }
+            NonUpdate::Scale(r) => {
+                core::bounded("replicas", r, 100_000)?;
+                let action = core::scale_action(r, current);
+                if !s.pods_to_delete.is_empty() {
+                    if action != Action::ScaleIn {
+                        return Err(FieldError::new("strategy.podsToDelete", format!("only a scale in deletes pods ({current} → {r} replicas is a scale out)")).into());
+                    }
+                    if s.pods_to_delete.len() as i32 > current - r {
+                        return Err(FieldError::new("strategy.podsToDelete", format!("{} pods named, but {current} → {r} removes {}", s.pods_to_delete.len(), current - r)).into());
+                    }
+                    for (i, p) in s.pods_to_delete.iter().enumerate() {
+                        let field = format!("strategy.podsToDelete[{i}]");
+                        core::object_name(&field, p)?;
+                        let pod = self.pods.get(&ObjectRef::<Pod>::new(p).within(ns));
+                        let ours = pod.as_ref().is_some_and(|pod| {
+                            pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
+                        });
+                        if !ours {
+                            return Err(FieldError::new(field, format!("{p} is not a pod of application {ns}/{name}")).into());
+                        }
+                    }
+                }
+                (action, r)
+            }
+        };
+        let labels = view.template_labels().clone();
+        if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE) {
+            return Err(Refusal::Other(format!(
+                "CloneSet {ns}/{name} was not released by Triton (its pods lack the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}); release it once with an update"
+            )).into());
+        }
+        core::may_start(self.holder(ns, name, Some(&view)).as_ref(), action)?;
+        let (app_id, group_id, app_name) = convert::app_identity(&labels);
+        if let Some(obj) = body.as_object_mut() {
+            obj.retain(|_, v| !v.is_null());
+        }
+        let manifest = generated(
+            ns,
+            Identity { app_id, group_id, app_name, instance: name.to_string() },
+            action,
+            replicas,
+            cs.data["spec"]["template"].clone(),
+            ("nonUpdateStrategy", body),
+        );
+        self.create(ns, manifest).await
+    }
+
+    /// Rollback: to the template of DeployFlow `deploy_name`, or, without one, to the
+    /// CloneSet's previous revision. Returns (new DeployFlow, what it rolls back to).
+    pub async fn rollback(
+        &self,
+        ns: &str,
+        name: &str,
+        deploy_name: &str,
+        strategy: Option<&pb::UpdateStrategy>,
+    ) -> Result<(String, String)> {
+        let s = strategy.ok_or_else(|| {
+            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)")
+        })?;
+        let body = update_strategy(s)?;
+        let (cs, view) = self.cloneset(ns, name)?;
+        let (template, identity, to) = if deploy_name.is_empty() {
+            let template = self.previous_template(ns, name, &cs).await?;
+            let (app_id, group_id, app_name) = convert::app_identity(view.template_labels());
+            (template, Identity { app_id, group_id, app_name, instance: name.into() }, String::new())
+        } else {
+            core::object_name("deployName", deploy_name)?;
+            let old = self.cached_typed(ns, deploy_name)?;
+            let a = &old.spec.application;
+            if a.instance_name != name {
+                return Err(FieldError::new("deployName", format!("DeployFlow {deploy_name} releases instance {}, not {name}", a.instance_name)).into());
+            }
+            let template = serde_json::to_value(&a.template).unwrap_or_default();
+            let id = Identity {
+                app_id: a.app_id as i32,
+                group_id: a.group_id as i32,
+                app_name: a.app_name.clone(),
+                instance: name.into(),
+            };
+            (template, id, deploy_name.to_string())
+        };
+        core::may_start(self.holder(ns, name, Some(&view)).as_ref(), Action::Rollback)?;
+        let manifest = generated(ns, identity, Action::Rollback, view.spec.replicas, template, ("updateStrategy", body));
+        let created = self.create(ns, manifest).await?;
+        let to = if to.is_empty() {
+            format!("{}", cs.data["status"]["currentRevision"].as_str().unwrap_or("previous revision"))
+        } else {
+            to
+        };
+        Ok((created, to))
+    }
+
+    /// The pod template of the CloneSet's revision before its update revision.
+    async fn previous_template(&self, ns: &str, name: &str, cs: &RawCloneSet) -> Result<Value> {
+        let uid = cs.metadata.uid.clone().unwrap_or_default();
+        let current = cs.data["status"]["updateRevision"].as_str().unwrap_or("").to_string();
+        let revs = Api::<ControllerRevision>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ApiError::kube(format!("listing the revisions of {ns}/{name}"), e))?;
+        let mut owned: Vec<&ControllerRevision> = revs
+            .items
+            .iter()
+            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+            .collect();
+        owned.sort_by_key(|r| std::cmp::Reverse(r.revision));
+        let current_number = owned.iter().find(|r| r.name_any() == current).map(|r| r.revision);
+        let previous = owned
+            .iter()
+            .find(|r| r.name_any() != current && current_number.is_none_or(|n| r.revision < n))
+            .ok_or_else(|| Refusal::Other(format!("application {ns}/{name} has no previous revision to roll back to")))?;
+        let mut template = previous
+            .data
+            .as_ref()
+            .map(|d| d.0["spec"]["template"].clone())
+            .unwrap_or(Value::Null);
+        if let Some(t) = template.as_object_mut() {
+            t.remove("$patch");
+        }
+        if !template.is_object() {
+            return Err(Refusal::Other(format!("revision {} of {ns}/{name} holds no pod template", previous.name_any())).into());
+        }
+        Ok(template)
+    }
+
+    /// Delete an application: refused while a running release holds it; a missing one counts
+    /// as deleted.
+    pub async fn app_delete(&self, ns: &str, name: &str) -> Result<()> {
+        let Some(cs) = self.cached_cs(ns, name) else {
+            return Ok(());
+        };
+        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default()).unwrap_or_default();
+        if let Some(h) = self.holder(ns, name, Some(&view)) {
+            return Err(Refusal::Held { holder: h.name }.into());
+        }
+        match Api::<RawCloneSet>::namespaced(self.client.clone(), ns)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::kube(format!("deleting application {ns}/{name}"), e)),
+        }
+    }
+
+    /// Apply (not in the original's gRPC): a create (no CloneSet yet) or update release of an
+    /// application from its spec.
+    pub async fn apply(&self, req: ApplyRequest) -> Result<pb::Deploy> {
+        let ns = req.namespace.as_str();
+        core::namespace("namespace", ns, false)?;
+        core::dns_label("applicationSpec.instanceName", &req.instance)?;
+        label_value("applicationSpec.appName", &req.app_name)?;
+        core::bounded("applicationSpec.appID", req.app_id, i32::MAX)?;
+        core::bounded("applicationSpec.groupID", req.group_id, i32::MAX)?;
+        if let Some(r) = req.replicas {
+            core::bounded("applicationSpec.replicas", r, 100_000)?;
+        }
+        let s = req.strategy.as_ref().ok_or_else(|| {
+            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)")
+        })?;
+        let body = update_strategy(s)?;
+        if let Some(t) = &req.template {
+            serde_json::from_value::<PodTemplateSpec>(t.clone())
+                .map_err(|e| FieldError::new("applicationSpec.template", format!("not a pod template: {e}")))?;
+            if t["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
+                return Err(FieldError::new("applicationSpec.template.spec.containers", "must name at least one container").into());
+            }
+        }
+        let existing = self.cached_cs(ns, &req.instance);
+        let (action, template, replicas) = match &existing {
+            None => (
+                Action::Create,
+                req.template.clone().ok_or_else(|| {
+                    FieldError::new("applicationSpec.template", format!("must be set: application {ns}/{} does not exist yet", req.instance))
+                })?,
+                req.replicas.unwrap_or(1),
+            ),
+            Some(cs) => {
+                let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default()).unwrap_or_default();
+                core::may_start(self.holder(ns, &req.instance, Some(&view)).as_ref(), Action::Update)?;
+                (
+                    Action::Update,
+                    req.template.clone().unwrap_or_else(|| cs.data["spec"]["template"].clone()),
+                    req.replicas.unwrap_or(view.spec.replicas),
+                )
+            }
+        };
+        if existing.is_none() {
+            core::may_start(self.holder(ns, &req.instance, None).as_ref(), Action::Create)?;
+        }
+        let mut manifest = generated(
+            ns,
+            Identity { app_id: req.app_id, group_id: req.group_id, app_name: req.app_name.clone(), instance: req.instance.clone() },
+            action,
+            replicas,
+            template,
+            ("updateStrategy", body),
+        );
+        manifest["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!(req.last_applied.to_string());
+        let name = self.create(ns, manifest).await?;
+        self.get(ns, &name).or_else(|_| {
+            Ok(pb::Deploy { namespace: ns.into(), name, ..Default::default() })
+        })
+    }
+
+    // ---- Pods -------------------------------------------------------------------------------
+
+    pub fn pod_get(&self, ns: &str, name: &str) -> Result<podpb::PodInfo> {
+        let p = self
+            .pods
+            .get(&ObjectRef::new(name).within(ns))
+            .ok_or_else(|| ApiError::NotFound(format!("pod {ns}/{name} not found (the API serves pods labelled {MANAGED_BY_LABEL}={MANAGED_BY_VALUE})")))?;
+        Ok(convert::pod(&p))
+    }
+
+    /// Pods of a namespace (every namespace for ""), of one instance, of one IP; newest first
+    /// unless `no_sort` (§9 item 3: the original's list was always empty).
+    pub fn pod_gets(&self, f: &podpb::PodFilter, no_sort: bool) -> Result<Vec<podpb::PodInfo>> {
+        core::namespace("filter.namespace", &f.namespace, true)?;
+        if !f.instance_name.is_empty() {
+            core::dns_label("filter.instanceName", &f.instance_name)?;
+        }
+        let mut pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| f.namespace.is_empty() || p.namespace().as_deref() == Some(&f.namespace))
+            .filter(|p| f.instance_name.is_empty() || p.labels().get(INSTANCE_LABEL) == Some(&f.instance_name))
+            .filter(|p| f.ip.is_empty() || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&f.ip))
+            .collect();
+        if !no_sort {
+            pods.sort_by(|a, b| {
+                b.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                    .cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .then_with(|| a.name_any().cmp(&b.name_any()))
+            });
+        }
+        Ok(pods.iter().map(|p| convert::pod(p)).collect())
+    }
+}
+
+/// Pause, Resume or Cancel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupt {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// Restart, or Scale to a number of replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonUpdate {
+    Restart,
+    Scale(i32),
+}
+
+/// An Apply request, from gRPC's CreateRequest or REST's body.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyRequest {
+    pub namespace: String,
+    pub app_id: i32,
+    pub group_id: i32,
+    pub app_name: String,
+    pub instance: String,
+    pub replicas: Option<i32>,
+    pub template: Option<Value>,
+    pub strategy: Option<pb::UpdateStrategy>,
+    /// The request's application spec, kept in the last-applied annotation as the original.
+    pub last_applied: Value,
+}
+
+/// The DeployFlow list filter (reference §4.3).
+struct Filter {
+    namespace: String,
+    instance: String,
+    action: Option<Action>,
+    after: Option<i64>,
+}
+
+impl Filter {
+    fn new(f: &pb::DeployFilter, prefix: &str) -> Result<Self> {
+        core::namespace(&format!("{prefix}namespace"), &f.namespace, true)?;
+        if !f.instance_name.is_empty() {
+            core::dns_label(&format!("{prefix}instanceName"), &f.instance_name)?;
+        }
+        let action = core::action(&format!("{prefix}action"), &f.action)?;
+        core::page(prefix, f.start, f.page_size)?;
+        Ok(Filter {
+            namespace: f.namespace.clone(),
+            instance: f.instance_name.clone(),
+            action,
+            after: f.after.as_ref().map(|t| t.seconds),
+        })
+    }
+
+    fn matches(&self, df: &DeployFlow) -> bool {
+        if !self.namespace.is_empty() && df.namespace().as_deref() != Some(&self.namespace) {
+            return false;
+        }
+        if !self.instance.is_empty() && df.spec.application.instance_name != self.instance {
+            return false;
+        }
+        if self.action.is_some_and(|a| a != df.spec.action) {
+            return false;
+        }
+        if let Some(after) = self.after {
+            let t = df
+                .status
+                .as_ref()
+                .and_then(|s| s.updated_at.as_ref())
+                .or(df.metadata.creation_timestamp.as_ref())
+                .map_or(0, |t| t.0.as_second());
+            if t < after {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Listed(DeployFlow);
+
+impl core::Listed for Listed {
+    fn created(&self) -> i64 {
+        self.0
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second())
+    }
+    fn name(&self) -> &str {
+        self.0.metadata.name.as_deref().unwrap_or("")
+    }
+}
+
+/// A label value (an appName is the label `app.kubernetes.io/name`).
+fn label_value(field: &str, s: &str) -> Result<(), FieldError> {
+    let ok = s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && (s.is_empty()
+            || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("{s:?} is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)")))
+    }
+}
+
+/// A batch size as the CRD stores it: a number when the request gave digits, else a percent.
+fn batch_size_json(field: &str, s: &str) -> Result<Value> {
+    Ok(match core::batch_size(field, s)? {
+        None => Value::Null,
+        Some(triton_core::release::BatchSize::Count(n)) => json!(n),
+        Some(triton_core::release::BatchSize::Percent(_)) => json!(s),
+    })
+}
+
+/// A NonUpdateStrategy request as the DeployFlow's `nonUpdateStrategy`.
+pub fn non_update_strategy(s: &pb::NonUpdateStrategy) -> Result<Value> {
+    core::mode("strategy.mode", &s.mode)?;
+    let mut v = json!({
+        "batchSize": batch_size_json("strategy.batchSize", &s.batch_size)?,
+        "batches": core::bounded("strategy.batches", s.batches, 100_000)?,
+        "batchIntervalSeconds": core::bounded("strategy.batchIntervalSeconds", s.batch_interval_seconds, 604_800)?,
+    });
+    if !s.mode.is_empty() {
+        v["mode"] = json!(s.mode);
+    }
+    if !s.pods_to_delete.is_empty() {
+        for (i, p) in s.pods_to_delete.iter().enumerate() {
+            core::object_name(&format!("strategy.podsToDelete[{i}]"), p)?;
+        }
+        v["podsToDelete"] = json!(s.pods_to_delete);
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    Ok(v)
+}
+
+/// An UpdateStrategy request as the DeployFlow's `updateStrategy`.
+pub fn update_strategy(s: &pb::UpdateStrategy) -> Result<Value> {
+    core::mode("strategy.mode", &s.mode)?;
+    core::stage("strategy.stage", &s.stage)?;
+    let mut v = json!({
+        "batchSize": batch_size_json("strategy.batchSize", &s.batch_size)?,
+        "batches": core::bounded("strategy.batches", s.batches, 100_000)?,
+        "batchIntervalSeconds": core::bounded("strategy.batchIntervalSeconds", s.batch_interval_seconds, 604_800)?,
+        "canary": core::bounded("strategy.canary", s.canary, 100_000)?,
+        "noPullIn": s.no_pull_in,
+    });
+    if !s.mode.is_empty() {
+        v["mode"] = json!(s.mode);
+    }
+    if !s.stage.is_empty() {
+        v["stage"] = json!(s.stage);
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    Ok(v)
+}
+
+struct Identity {
+    app_id: i32,
+    group_id: i32,
+    app_name: String,
+    instance: String,
+}
+
+/// A DeployFlow the API creates (reference §3.1): `generateName` `<instance>-`, the default
+/// labels, the application with the given template and replicas, and the strategy.
+fn generated(
+    ns: &str,
+    id: Identity,
+    action: Action,
+    replicas: i32,
+    template: Value,
+    (key, strategy): (&str, Value),
+) -> Value {
+    let labels = json!({
+        NAME_LABEL: id.app_name,
+        INSTANCE_LABEL: id.instance,
+        APP_LABEL: id.app_id.to_string(),
+        GROUP_LABEL: id.group_id.to_string(),
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+    });
+    let app_spec = json!({
+        "appID": id.app_id, "groupID": id.group_id, "appName": id.app_name,
+        "instanceName": id.instance, "replicas": replicas,
+    });
+    let mut application = app_spec.clone();
+    application["selector"] = json!({"matchLabels": labels});
+    application["template"] = template;
+    json!({
+        "apiVersion": "apps.triton.io/v1alpha1",
+        "kind": "DeployFlow",
+        "metadata": {
+            "generateName": format!("{}-", id.instance),
+            "namespace": ns,
+            "labels": labels,
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": app_spec.to_string()},
+        },
+        "spec": {
+            "action": action,
+            "application": application,
+            key: strategy,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use triton_core::release::BatchPhase;
+
+    #[test]
+    fn strategies_are_validated_field_by_field() {
+        let bad = pb::NonUpdateStrategy { batch_size: "x".into(), ..Default::default() };
+        let e = non_update_strategy(&bad).unwrap_err();
+        assert!(e.to_string().starts_with("strategy.batchSize:"), "{e}");
+        let bad = pb::NonUpdateStrategy { batches: -1, ..Default::default() };
+        assert!(non_update_strategy(&bad).unwrap_err().to_string().starts_with("strategy.batches:"));
+        let bad = pb::UpdateStrategy { stage: "Smoking".into(), ..Default::default() };
+        assert!(update_strategy(&bad).unwrap_err().to_string().starts_with("strategy.stage:"));
+        let ok = pb::NonUpdateStrategy {
+            batch_size: "1".into(), batches: 1, batch_interval_seconds: 10,
+            pods_to_delete: vec!["p-1".into()], ..Default::default()
+        };
+        assert_eq!(non_update_strategy(&ok).unwrap(), json!({"batchSize": 1, "batches": 1, "batchIntervalSeconds": 10, "podsToDelete": ["p-1"]}));
+        let pct = pb::UpdateStrategy { batch_size: "50%".into(), mode: "auto".into(), ..Default::default() };
+        assert_eq!(update_strategy(&pct).unwrap()["batchSize"], json!("50%"));
+    }
+
+    #[test]
+    fn a_generated_deployflow_carries_the_default_labels_and_decodes() {
+        let m = generated(
+            "ns",
+            Identity { app_id: 12122, group_id: 10010, app_name: "sample".into(), instance: "i".into() },
+            Action::ScaleIn,
+            2,
+            json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+            ("nonUpdateStrategy", json!({"batchSize": 1})),
+        );
+        assert_eq!(m["metadata"]["generateName"], "i-");
+        assert_eq!(m["metadata"]["labels"]["app"], "12122");
+        assert_eq!(m["spec"]["action"], "scale_in");
+        let mut named = m.clone();
+        named["metadata"]["name"] = json!("i-x");
+        let df: DeployFlow = serde_json::from_value(named).expect("a DeployFlow");
+        assert_eq!(df.spec.application.selector.match_labels.unwrap()["group"], "10010");
+    }
+
+    #[test]
+    fn label_values() {
+        assert!(label_value("f", "").is_ok());
+        assert!(label_value("f", "sample_app.v1").is_ok());
+        assert!(label_value("f", "-x").is_err());
+        assert!(label_value("f", "a b").is_err());
+    }
+
+    #[test]
+    fn meta_names_the_missing_field() {
+        assert_eq!(meta("deploy", None).unwrap_err().to_string(), "deploy: must be set (namespace and name)");
+        assert!(meta("deploy", Some(("default", ""))).unwrap_err().to_string().starts_with("deploy.name:"));
+        assert!(meta("deploy", Some(("", "x"))).unwrap_err().to_string().starts_with("deploy.namespace:"));
+    }
+
+    #[test]
+    fn release_state_reads_the_last_batch_and_the_spec_target() {
+        let df: DeployFlow = serde_json::from_value(json!({"metadata": {"name": "d", "namespace": "n"},
+            "spec": {"action": "create", "application": {"appID": 1, "groupID": 1, "appName": "a", "instanceName": "i",
+                "selector": {}, "template": {}, "replicas": 3},
+                "updateStrategy": {"stage": "Baking", "batches": 1, "mode": "auto"}},
+            "status": {"batches": 3, "conditions": [
+                {"batch": 1, "batchSize": 1, "canary": true, "phase": "Baked"},
+                {"batch": 2, "batchSize": 1, "canary": false, "phase": "Smoking"}]}})).unwrap();
+        let s = release_state(&df);
+        assert_eq!(s.current.unwrap().batch, 2);
+        assert_eq!(s.stage, Some(BatchPhase::Baking));
+        assert!(s.auto);
+        assert_eq!(s.total_batches, 3);
+    }
+}
