@@ -71,9 +71,17 @@ contexts:
   context: {cluster: testenv, user: triton-controller}
 current-context: testenv
 EOF2
+# The API serves plaintext without auth (--insecure-anonymous) on 127.0.0.1, so the tutorial's
+# grpcurl --plaintext calls run verbatim; a test that starts a second controller gives it other
+# ports (TRITON_CONTROLLER_GRPC_LISTEN/REST_LISTEN) and, for the auth tests, TLS and auth.
 export TRITON_CONTROLLER_START=$T/start-triton-controller TRITON_CONTROLLER_ADMIN=127.0.0.1:8000
+export TRITON_API_GRPC=127.0.0.1:8099 TRITON_API_REST=127.0.0.1:8088 GRPCURL=$TESTENV_BIN/grpcurl
+[[ -x $GRPCURL ]] || die "grpcurl missing in $TESTENV_BIN (tests/cluster/build builds it)"
 cat >"$TRITON_CONTROLLER_START" <<SCRIPT
 #!/bin/sh
+: "\${TRITON_CONTROLLER_GRPC_LISTEN:=$TRITON_API_GRPC}" "\${TRITON_CONTROLLER_REST_LISTEN:=$TRITON_API_REST}"
+: "\${TRITON_CONTROLLER_INSECURE_ANONYMOUS:=true}"
+export TRITON_CONTROLLER_GRPC_LISTEN TRITON_CONTROLLER_REST_LISTEN TRITON_CONTROLLER_INSECURE_ANONYMOUS
 KUBECONFIG="$T/controller.kubeconfig" exec "$TB/triton-controller" --admin-listen=\${TRITON_CONTROLLER_ADMIN_OVERRIDE:-$TRITON_CONTROLLER_ADMIN} \
   --leader-election-namespace=triton-system --lease-duration=4s --lease-grace=2s \
   --log-format=text >>"$L/triton-controller.log" 2>&1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tutorial release (examples/), run by `make demo` inside tests/cluster/run --triton:
-# applies the DeployFlow and Service unchanged, moves the release forward with the spec patches
-# gRPC `Next` writes (reference §3.5), and shows each step: batch, phase, pods, endpoints.
+# applies the DeployFlow and Service unchanged, drives the release with the grpcurl calls of
+# examples/grpcurl-tutorial.md verbatim (Next, Pause, Resume, Get, Cancel, Scale), prints each
+# reply, and shows each step: batch, phase, pods, endpoints.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 df=12122-sample-10010-df svc=sample-12122-svc
@@ -25,10 +26,20 @@ await() {
     sleep 0.5
   done
 }
-next() { # the patch gRPC Next writes
-  echo "Next: spec.updateStrategy <- $1"
-  kubectl patch df $df --type=merge -p "{\"spec\":{\"updateStrategy\":$1}}" >/dev/null
+# grpcurl is built by tests/cluster/build; the controller serves plaintext on localhost:8099.
+grpcurl() { "$GRPCURL" "$@"; }
+# call RPC: runs the tutorial's grpcurl call for RPC verbatim and prints its reply (compacted).
+call() {
+  local rpc=$1; shift
+  echo "\$ grpcurl --plaintext -d '$meta' localhost:8099 deployflow.DeployFlow/$rpc"
+  local out rc=0
+  out=$(grpcurl --plaintext -d "$meta" localhost:8099 deployflow.DeployFlow/$rpc 2>&1) || rc=$?
+  # Each reply as one line: phase, batch, paused, message; an error as grpcurl printed it.
+  jq -rc '.deploy | "  reply: phase=\(.phase) batch=\(.conditions[-1].batch // 0)/\(.batches // 0) \(.conditions[-1].phase // "") paused=\(.paused // false) \(.message // "")"' <<<"$out" 2>/dev/null ||
+    sed 's/^/  /' <<<"$out"
+  return $rc
 }
+meta='{"deploy":{"name":"12122-sample-10010-df","namespace":"default"}}'
 
 bold "apply examples/nginx-deployflow.yaml and examples/nginx-service.yaml (unchanged)"
 kubectl apply -f "$repo/examples/nginx-service.yaml" -f "$repo/examples/nginx-deployflow.yaml"
@@ -37,18 +48,40 @@ bold "the canary batch runs and stops at Smoked: ContainersReady, not in the Ser
 await "canary Smoked" '.status.conditions[-1] | .batch == 1 and .phase == "Smoked"'
 
 bold "Next #1: the canary is pulled in (gate True, pod Ready, ready endpoint verified)"
-next '{"batches":1,"stage":"Baking"}'
+call Next
 await "canary Baking" '.status.conditions[-1] | .batch == 1 and .phase == "Baking"'
 
+bold "Pause and Resume: each streams the release until the controller shows the change"
+call Pause
+call Resume
+
 bold "Next #2: the canary is baked; batch 2 waits"
-next '{"stage":"Baked"}'
+call Next
 await "batch 2 prepared" '.status.conditions[-1].batch == 2'
 
 bold "Next #3: batches 2 and 3 run automatically, 10 s apart"
-next '{"batches":3,"stage":"Baked"}'
+call Next
 await "Success" '.status.phase == "Success"'
 
+bold "Get, and Cancel of the finished release (refused: FailedPrecondition)"
+call Get
+call Cancel || true
+
+pod=$(kubectl get pods -l app.kubernetes.io/instance=12122-sample-10010 -o jsonpath='{.items[0].metadata.name}')
+bold "Scale to 2 replicas deleting $pod (the tutorial's <pod-name>)"
+scale='{"instance":{"name":"12122-sample-10010","namespace":"default"},"replicas":2,"strategy":{"podsToDelete":["'$pod'"],"batchSize":"1","batches":"1","batchIntervalSeconds":10}}'
+echo "\$ grpcurl --plaintext -d '$scale' localhost:8099 application.Application/Scale"
+reply=$(grpcurl --plaintext -d "$scale" localhost:8099 application.Application/Scale)
+echo "  reply: $(jq -c . <<<"$reply")"
+scale_df=$(jq -r .deployName <<<"$reply")
+deadline=$((SECONDS + 120))
+until [[ $(kubectl get df "$scale_df" -o jsonpath='{.status.phase}') == Success ]]; do
+  ((SECONDS < deadline)) || { echo "timed out waiting for $scale_df to succeed" >&2; exit 1; }
+  sleep 0.5
+done
+echo "  $scale_df: Success; $pod $(kubectl get pod "$pod" >/dev/null 2>&1 && echo "still exists (unexpected)" || echo "deleted")"
+
 bold "done"
-kubectl get df $df
+kubectl get df
 kubectl get clonesets.v1alpha1.apps.kruise.io,pods -o wide -l app=12122
 echo "endpoints of $svc: $(endpoints)"

@@ -13,6 +13,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostPa
 use kube::{Api, Client};
 use serde_json::json;
 
+pub mod api;
 pub mod cloneset;
 pub mod deployflow;
 pub mod tls;
@@ -220,6 +221,16 @@ pub async fn http_ok(addr: &str, path: &str) -> bool {
         .status()
         .await
         .is_ok_and(|s| s.success())
+}
+
+/// The body of `GET http://{addr}{path}` ("" when it fails).
+pub async fn http_get(addr: &str, path: &str) -> String {
+    tokio::process::Command::new("curl")
+        .args(["-fsS", &format!("http://{addr}{path}")])
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// Sends `signal` (e.g. "-TERM", "-KILL") to the processes whose command line contains
