@@ -80,10 +80,18 @@ pub struct Args {
     #[arg(long, env = "TRITON_CONTROLLER_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_grace: std::time::Duration,
     /// Address of the gRPC API (packages deployflow, application, pod; reflection; health).
-    #[arg(long, env = "TRITON_CONTROLLER_GRPC_LISTEN", default_value = "0.0.0.0:8099")]
+    #[arg(
+        long,
+        env = "TRITON_CONTROLLER_GRPC_LISTEN",
+        default_value = "0.0.0.0:8099"
+    )]
     pub grpc_listen: SocketAddr,
     /// Address of the REST API (/api/v1).
-    #[arg(long, env = "TRITON_CONTROLLER_REST_LISTEN", default_value = "0.0.0.0:8088")]
+    #[arg(
+        long,
+        env = "TRITON_CONTROLLER_REST_LISTEN",
+        default_value = "0.0.0.0:8088"
+    )]
     pub rest_listen: SocketAddr,
     /// PEM certificate (chain) the API serves over TLS; re-read when the file changes.
     #[arg(long, env = "TRITON_CONTROLLER_API_TLS_CERT", requires = "api_tls_key")]
@@ -93,7 +101,7 @@ pub struct Args {
     pub api_tls_key: Option<std::path::PathBuf>,
     /// Serve the API in plaintext without authentication or authorization: anyone who reaches
     /// the ports may drive every release. For a local demo only.
-    #[arg(long, env = "TRITON_CONTROLLER_INSECURE_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", conflicts_with_all = ["api_tls_cert", "api_tls_key"])]
+    #[arg(long, env = "TRITON_CONTROLLER_INSECURE_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub insecure_anonymous: bool,
     /// How long a token review and an access review are trusted.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUTH_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -105,6 +113,10 @@ pub struct Args {
 
 /// The API's certificate, loaded (and validated) before anything listens.
 fn api_tls(args: &Args) -> anyhow::Result<Option<Arc<triton_core::tls::ReloadingCert>>> {
+    anyhow::ensure!(
+        !(args.insecure_anonymous && args.api_tls_cert.is_some()),
+        "--insecure-anonymous serves plaintext; it cannot be combined with --api-tls-cert"
+    );
     match (&args.api_tls_cert, &args.api_tls_key) {
         (Some(cert), Some(key)) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -138,8 +150,18 @@ async fn start_api(
     let rest = api::serve::bind(args.rest_listen, "REST API").await?;
     let grpc_router = api::serve::grpc_router(ctx.clone()).await?;
     let rest_router = api::rest::router(ctx);
-    tokio::spawn(api::serve::serve(grpc, tls.clone(), grpc_router, "gRPC API"));
-    tokio::spawn(api::serve::serve(rest, tls.clone(), rest_router, "REST API"));
+    tokio::spawn(api::serve::serve(
+        grpc,
+        tls.clone(),
+        grpc_router,
+        "gRPC API",
+    ));
+    tokio::spawn(api::serve::serve(
+        rest,
+        tls.clone(),
+        rest_router,
+        "REST API",
+    ));
     tracing::info!(grpc = %args.grpc_listen, rest = %args.rest_listen, tls = tls.is_some(), auth = !args.insecure_anonymous, "API listening");
     Ok(())
 }
@@ -423,7 +445,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         pods: pods.clone(),
         changes,
         auth: (!args.insecure_anonymous).then(|| {
-            api::auth::Authorizer::new(client.clone(), args.api_auth_ttl, args.api_audiences.clone())
+            api::auth::Authorizer::new(
+                client.clone(),
+                args.api_auth_ttl,
+                args.api_audiences.clone(),
+            )
         }),
         streams: Default::default(),
     });

@@ -100,7 +100,9 @@ pub fn object_name(field: &str, s: &str) -> Result<(), FieldError> {
     if !s.chars().all(ok_char) || !ends_ok(s.chars().next()) || !ends_ok(s.chars().last()) {
         return Err(FieldError::new(
             field,
-            format!("{s:?} is not a valid name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"),
+            format!(
+                "{s:?} is not a valid name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            ),
         ));
     }
     Ok(())
@@ -133,7 +135,9 @@ pub fn dns_label(field: &str, s: &str) -> Result<(), FieldError> {
     } else {
         Err(FieldError::new(
             field,
-            format!("{s:?} is not a DNS label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"),
+            format!(
+                "{s:?} is not a DNS label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+            ),
         ))
     }
 }
@@ -146,7 +150,9 @@ pub fn batch_size(field: &str, s: &str) -> Result<Option<BatchSize>, FieldError>
     let bad = || {
         FieldError::new(
             field,
-            format!("{s:?} is neither a number of pods (0 to 100000) nor a percentage (\"0%\" to \"100%\")"),
+            format!(
+                "{s:?} is neither a number of pods (0 to 100000) nor a percentage (\"0%\" to \"100%\")"
+            ),
         )
     };
     let digits = |t: &str| !t.is_empty() && t.len() <= 6 && t.bytes().all(|b| b.is_ascii_digit());
@@ -213,7 +219,9 @@ pub fn action(field: &str, s: &str) -> Result<Option<Action>, FieldError> {
         other => {
             return Err(FieldError::new(
                 field,
-                format!("{other:?} is not an action (create, update, rollback, restart, scale_in or scale_out)"),
+                format!(
+                    "{other:?} is not an action (create, update, rollback, restart, scale_in or scale_out)"
+                ),
             ));
         }
     }))
@@ -241,7 +249,9 @@ pub fn page(field_prefix: &str, start: i32, page_size: i32) -> Result<Page, Fiel
         n => {
             return Err(FieldError::new(
                 format!("{field_prefix}pageSize"),
-                format!("{n} is out of range (0 for the default {DEFAULT_PAGE_SIZE}, up to {MAX_PAGE_SIZE})"),
+                format!(
+                    "{n} is out of range (0 for the default {DEFAULT_PAGE_SIZE}, up to {MAX_PAGE_SIZE})"
+                ),
             ));
         }
     };
@@ -309,7 +319,16 @@ pub fn next(s: &ReleaseState, phase: &str) -> Result<(i32, BatchPhase), Refusal>
     };
     if cur.phase.is_failed() {
         return Err(Refusal::NotSatisfied {
-            why: format!("batch {} is {:?}; fix the cause and resume", cur.batch, cur.phase),
+            why: format!(
+                "batch {} is {:?}; fix the cause and resume",
+                cur.batch, cur.phase
+            ),
+        });
+    }
+    if cur.canary && cur.phase == BatchPhase::Baked {
+        // Between the canary's bake and batch 2's planning: a Next now would aim at the canary.
+        return Err(Refusal::NotSatisfied {
+            why: "the canary is baked and batch 2 is being prepared; try again".into(),
         });
     }
     if !s.spec_satisfied() {
@@ -318,7 +337,8 @@ pub fn next(s: &ReleaseState, phase: &str) -> Result<(i32, BatchPhase), Refusal>
                 "batch {} is {:?}, short of the requested {} of batch {}",
                 cur.batch,
                 cur.phase,
-                s.stage.map_or("default stage".to_string(), |p| format!("{p:?}")),
+                s.stage
+                    .map_or("default stage".to_string(), |p| format!("{p:?}")),
                 s.batches
             ),
         });
@@ -400,7 +420,10 @@ mod tests {
     #[test]
     fn next_walks_the_tutorial() {
         // Canary Smoked (the spec's default waiting point) → Baking → Baked → all batches.
-        assert_eq!(next(&state(1, Smoked, true), "BatchStarted"), Ok((1, Baking)));
+        assert_eq!(
+            next(&state(1, Smoked, true), "BatchStarted"),
+            Ok((1, Baking))
+        );
         let mut s = state(1, Baking, true);
         s.stage = Some(Baking);
         assert_eq!(next(&s, "BatchStarted"), Ok((1, Baked)));
@@ -411,12 +434,25 @@ mod tests {
     }
 
     #[test]
+    fn next_waits_for_batch_two_after_a_baked_canary() {
+        let mut s = state(1, Baked, true);
+        s.stage = Some(Baked);
+        assert!(matches!(
+            next(&s, "BatchFinished"),
+            Err(Refusal::NotSatisfied { .. })
+        ));
+    }
+
+    #[test]
     fn next_is_refused_before_the_requested_stage() {
         let mut s = state(1, Smoking, true);
         s.stage = Some(Smoked);
         let err = next(&s, "BatchStarted").unwrap_err();
         assert!(matches!(err, Refusal::NotSatisfied { .. }));
-        assert!(err.to_string().starts_with("last batch or stage is not finished yet"));
+        assert!(
+            err.to_string()
+                .starts_with("last batch or stage is not finished yet")
+        );
     }
 
     #[test]
@@ -462,7 +498,9 @@ mod tests {
         assert_eq!(batch_size("b", ""), Ok(None));
         assert_eq!(batch_size("b", "2"), Ok(Some(BatchSize::Count(2))));
         assert_eq!(batch_size("b", "50%"), Ok(Some(BatchSize::Percent(50))));
-        for bad in ["-1", "101%", "x", "1.5", "%", " 2", "2 ", "100001", "1e3", "+3"] {
+        for bad in [
+            "-1", "101%", "x", "1.5", "%", " 2", "2 ", "100001", "1e3", "+3",
+        ] {
             let e = batch_size("strategy.batchSize", bad).unwrap_err();
             assert_eq!(e.field, "strategy.batchSize", "{bad}");
         }
@@ -474,7 +512,10 @@ mod tests {
         assert_eq!(page("", 5, 3), Ok(Page { start: 5, size: 3 }));
         assert_eq!(page("filter.", -1, 0).unwrap_err().field, "filter.start");
         assert_eq!(page("filter.", 0, -2).unwrap_err().field, "filter.pageSize");
-        assert_eq!(page("filter.", 0, 1001).unwrap_err().field, "filter.pageSize");
+        assert_eq!(
+            page("filter.", 0, 1001).unwrap_err().field,
+            "filter.pageSize"
+        );
     }
 
     struct It(i64, &'static str);
@@ -494,7 +535,10 @@ mod tests {
         let all = Page { start: 0, size: 10 };
         assert_eq!(names(paginate(items, all)), ["b", "c", "d", "a"]);
         let items = vec![It(1, "a"), It(3, "c"), It(3, "b"), It(2, "d")];
-        assert_eq!(names(paginate(items, Page { start: 1, size: 2 })), ["c", "d"]);
+        assert_eq!(
+            names(paginate(items, Page { start: 1, size: 2 })),
+            ["c", "d"]
+        );
         let items = vec![It(1, "a")];
         assert!(paginate(items, Page { start: 1, size: 2 }).is_empty());
     }
@@ -502,7 +546,10 @@ mod tests {
     #[test]
     fn names_and_labels() {
         assert!(object_name("deploy.name", "12122-sample-10010-df").is_ok());
-        assert_eq!(object_name("deploy.name", "").unwrap_err().reason, "must not be empty");
+        assert_eq!(
+            object_name("deploy.name", "").unwrap_err().reason,
+            "must not be empty"
+        );
         assert!(object_name("deploy.name", "Bad").is_err());
         assert!(object_name("deploy.name", "-a").is_err());
         assert!(namespace("deploy.namespace", "", true).is_ok());
@@ -511,7 +558,10 @@ mod tests {
         assert!(stage("target.stage", "Smoking").is_err());
         assert_eq!(stage("target.stage", "Baked"), Ok(Some(Baked)));
         assert!(mode("strategy.mode", "fast").is_err());
-        assert_eq!(action("filter.action", "scale_in"), Ok(Some(Action::ScaleIn)));
+        assert_eq!(
+            action("filter.action", "scale_in"),
+            Ok(Some(Action::ScaleIn))
+        );
         assert!(action("filter.action", "delete").is_err());
         assert!(bounded("replicas", -1, 100_000).is_err());
     }
@@ -522,7 +572,10 @@ mod tests {
             name: "old".into(),
             paused: false,
         };
-        assert!(matches!(may_start(Some(&h), Action::Update), Err(Refusal::Busy { .. })));
+        assert!(matches!(
+            may_start(Some(&h), Action::Update),
+            Err(Refusal::Busy { .. })
+        ));
         let p = Holder {
             name: "old".into(),
             paused: true,

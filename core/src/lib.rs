@@ -2,10 +2,10 @@
 //! ([`api`]) and the release
 //! arithmetic and predicates ([`release`]). Nothing here talks to a server.
 
+pub mod api;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod names;
-pub mod api;
 pub mod release;
 #[cfg(feature = "tls")]
 pub mod tls;

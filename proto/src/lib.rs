@@ -18,4 +18,5 @@ pub mod pod {
 }
 
 /// The encoded `FileDescriptorSet` of every file, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/triton_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/triton_descriptor.bin"));

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 pub use triton_proto::{application as app, deployflow as pb, pod as podpb};
 
-use crate::{eventually, http_ok, testenv_var};
+use crate::{http_ok, testenv_var};
 
 pub type DeployFlowClient = pb::deploy_flow_client::DeployFlowClient<Channel>;
 pub type ApplicationClient = app::application_client::ApplicationClient<Channel>;
@@ -111,7 +111,12 @@ pub async fn rest(
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", url]);
     if let Some(b) = body {
-        cmd.args(["-H", "content-type: application/json", "--data-binary", &b.to_string()]);
+        cmd.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &b.to_string(),
+        ]);
     }
     if let Some(t) = token {
         cmd.args(["-H", &format!("authorization: Bearer {t}")]);
@@ -141,8 +146,7 @@ pub async fn service_account_token(
     audience: Option<&str>,
 ) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     match sas.create(&PostParams::default(), &sa).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -206,19 +210,20 @@ impl Standby {
             cmd.env("TRITON_CONTROLLER_API_TLS_CERT", cert)
                 .env("TRITON_CONTROLLER_API_TLS_KEY", key);
         }
-        let child = cmd.spawn().expect("start a standby triton-controller");
-        eventually(
-            "the standby controller's caches synced (/readyz)",
-            Duration::from_secs(30),
-            || async {
-                if http_ok(&admin, "/readyz").await {
-                    Ok(())
-                } else {
-                    Err("not ready")
-                }
-            },
-        )
-        .await;
+        let mut child = cmd.spawn().expect("start a standby triton-controller");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !http_ok(&admin, "/readyz").await {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the standby controller exited ({status}) before it was ready: see triton-controller.log"
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after 30s waiting for the standby controller's caches synced (/readyz on {admin})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Standby {
             grpc,
             rest,

@@ -54,7 +54,7 @@ fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
 
 #[tokio::test]
 async fn the_tutorials_grpcurl_calls_verbatim_release_it_to_success_and_scale_deletes_the_named_pod()
-{
+ {
     let client = client().await;
     let ns = "default";
     create_service(&client, ns, tutorial_service()).await;
@@ -79,14 +79,23 @@ async fn the_tutorials_grpcurl_calls_verbatim_release_it_to_success_and_scale_de
         service_endpoints(&client, ns, svc).await.ready.is_empty(),
         "Smoked is outside the endpoints"
     );
-    let canary_ip = s["conditions"][0]["pods"][0]["ip"].as_str().unwrap().to_string();
+    let canary_ip = s["conditions"][0]["pods"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Next #1: Baking, pulled in.
     let reply = call("Next").await;
     assert_eq!(reply[0]["deploy"]["name"], "12122-sample-10010-df");
     let s = df.wait_batch(1, "Baking", LONG).await;
-    assert_eq!(s["conditions"][0]["pods"][0]["pullInStatus"], "PullInSucceeded");
-    assert_eq!(service_endpoints(&client, ns, svc).await.ready, vec![canary_ip]);
+    assert_eq!(
+        s["conditions"][0]["pods"][0]["pullInStatus"],
+        "PullInSucceeded"
+    );
+    assert_eq!(
+        service_endpoints(&client, ns, svc).await.ready,
+        vec![canary_ip]
+    );
 
     // Next #2: the canary is Baked, batch 2 waits.
     call("Next").await;
@@ -103,10 +112,17 @@ async fn the_tutorials_grpcurl_calls_verbatim_release_it_to_success_and_scale_de
 
     // Changes on a finished release are refused with FailedPrecondition.
     let (ok, _, err) = grpcurl(&[
-        "--plaintext", "-d", meta, "localhost:8099", "deployflow.DeployFlow/Cancel",
+        "--plaintext",
+        "-d",
+        meta,
+        "localhost:8099",
+        "deployflow.DeployFlow/Cancel",
     ])
     .await;
-    assert!(!ok && err.contains("FailedPrecondition") && err.contains("finished"), "{err}");
+    assert!(
+        !ok && err.contains("FailedPrecondition") && err.contains("finished"),
+        "{err}"
+    );
 
     // The tutorial's Scale, with <pod-name> a pod of the release: exactly that pod goes.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -117,7 +133,11 @@ async fn the_tutorials_grpcurl_calls_verbatim_release_it_to_success_and_scale_de
         r#"{{"instance":{{"name":"12122-sample-10010","namespace":"default"}},"replicas":2,"strategy":{{"podsToDelete":["{victim}"],"batchSize":"1","batches":"1","batchIntervalSeconds":10}}}}"#
     );
     let (ok, out, err) = grpcurl(&[
-        "--plaintext", "-d", &scale, "localhost:8099", "application.Application/Scale",
+        "--plaintext",
+        "-d",
+        &scale,
+        "localhost:8099",
+        "application.Application/Scale",
     ])
     .await;
     assert!(ok, "Scale: {err}");
@@ -166,15 +186,24 @@ async fn a_tonic_client_drives_the_tutorial_with_watch_ending_exactly_at_each_ta
         LONG,
     )
     .await;
-    let last = msgs.last().and_then(|m| m.deploy.clone()).expect("a message");
+    let last = msgs
+        .last()
+        .and_then(|m| m.deploy.clone())
+        .expect("a message");
     assert_eq!(last_batch(&last), (1, "Smoked".into()));
     for m in &msgs[..msgs.len() - 1] {
         let d = m.deploy.as_ref().unwrap();
-        assert_ne!(last_batch(d), (1, "Smoked".into()), "the stream went on past its target");
+        assert_ne!(
+            last_batch(d),
+            (1, "Smoked".into()),
+            "the stream went on past its target"
+        );
     }
 
     let d = dfc
-        .next(pb::NextRequest { deploy: meta(&ns, name) })
+        .next(pb::NextRequest {
+            deploy: meta(&ns, name),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -191,7 +220,11 @@ async fn a_tonic_client_drives_the_tutorial_with_watch_ending_exactly_at_each_ta
     assert_eq!(last_batch(&last), (1, "Baking".into()));
     assert_eq!(last.conditions[0].pods[0].pull_in_status, "PullInSucceeded");
 
-    dfc.next(pb::NextRequest { deploy: meta(&ns, name) }).await.unwrap();
+    dfc.next(pb::NextRequest {
+        deploy: meta(&ns, name),
+    })
+    .await
+    .unwrap();
     drain(
         dfc.watch(watch("Baked", 1)).await.unwrap().into_inner(),
         "Watch to canary Baked",
@@ -202,7 +235,13 @@ async fn a_tonic_client_drives_the_tutorial_with_watch_ending_exactly_at_each_ta
     eventually("Next accepted once batch 2 is prepared", LONG, || {
         let mut dfc = dfc.clone();
         let ns = ns.clone();
-        async move { dfc.next(pb::NextRequest { deploy: meta(&ns, name) }).await.map(|_| ()) }
+        async move {
+            dfc.next(pb::NextRequest {
+                deploy: meta(&ns, name),
+            })
+            .await
+            .map(|_| ())
+        }
     })
     .await;
     let msgs = drain(
@@ -230,44 +269,113 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     let running = canary_waiting(&client, &ns, "codes-b").await;
 
     // Get / NotFound / InvalidArgument naming the field.
-    let d = c.get(pb::DeployMetaRequest { deploy: meta(&ns, &done.name) }).await.unwrap().into_inner().deploy.unwrap();
-    assert_eq!((d.phase.as_str(), d.finished, d.app_id, d.group_id), ("Success", true, 7, 8));
-    let (code, msg) = code_of(c.get(pb::DeployMetaRequest { deploy: meta(&ns, "nope") }).await);
-    assert_eq!(code, Code::NotFound, "{msg}");
-    let (code, msg) = code_of(c.get(pb::DeployMetaRequest { deploy: None }).await);
-    assert_eq!((code, msg.starts_with("deploy:")), (Code::InvalidArgument, true), "{msg}");
-    let (code, msg) = code_of(c.next(pb::NextRequest { deploy: meta(&ns, "") }).await);
-    assert_eq!((code, msg.starts_with("deploy.name:")), (Code::InvalidArgument, true), "{msg}");
+    let d = c
+        .get(pb::DeployMetaRequest {
+            deploy: meta(&ns, &done.name),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deploy
+        .unwrap();
+    assert_eq!(
+        (d.phase.as_str(), d.finished, d.app_id, d.group_id),
+        ("Success", true, 7, 8)
+    );
     let (code, msg) = code_of(
-        c.r#continue(pb::ContinueRequest {
-            deploy: meta(&ns, &running.name),
-            target: Some(pb::TargetState { stage: "Cooking".into(), batches: 1 }),
+        c.get(pb::DeployMetaRequest {
+            deploy: meta(&ns, "nope"),
         })
         .await,
     );
-    assert_eq!((code, msg.starts_with("target.stage:")), (Code::InvalidArgument, true), "{msg}");
-    let (code, msg) = code_of(c.r#continue(pb::ContinueRequest { deploy: meta(&ns, &running.name), target: None }).await);
-    assert_eq!((code, msg.starts_with("target:")), (Code::InvalidArgument, true), "{msg}");
+    assert_eq!(code, Code::NotFound, "{msg}");
+    let (code, msg) = code_of(c.get(pb::DeployMetaRequest { deploy: None }).await);
+    assert_eq!(
+        (code, msg.starts_with("deploy:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, msg) = code_of(
+        c.next(pb::NextRequest {
+            deploy: meta(&ns, ""),
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("deploy.name:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, msg) = code_of(
+        c.r#continue(pb::ContinueRequest {
+            deploy: meta(&ns, &running.name),
+            target: Some(pb::TargetState {
+                stage: "Cooking".into(),
+                batches: 1,
+            }),
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("target.stage:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, msg) = code_of(
+        c.r#continue(pb::ContinueRequest {
+            deploy: meta(&ns, &running.name),
+            target: None,
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("target:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
 
     // A finished release: every change refused with FailedPrecondition; Delete allowed.
-    let (code, msg) = code_of(c.next(pb::NextRequest { deploy: meta(&ns, &done.name) }).await);
+    let (code, msg) = code_of(
+        c.next(pb::NextRequest {
+            deploy: meta(&ns, &done.name),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("finished"), "{msg}");
-    let (code, _) = code_of(c.pause(pb::DeployMetaRequest { deploy: meta(&ns, &done.name) }).await);
+    let (code, _) = code_of(
+        c.pause(pb::DeployMetaRequest {
+            deploy: meta(&ns, &done.name),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition);
     // A running one cannot be deleted.
-    let (code, msg) = code_of(c.delete(pb::DeployMetaRequest { deploy: meta(&ns, &running.name) }).await);
+    let (code, msg) = code_of(
+        c.delete(pb::DeployMetaRequest {
+            deploy: meta(&ns, &running.name),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
 
     // Next before the release reached the spec's target is refused: the canary waits at Smoked
     // and the spec asks for batch 2 Smoked, which the canary does not move toward.
     c.r#continue(pb::ContinueRequest {
         deploy: meta(&ns, &running.name),
-        target: Some(pb::TargetState { stage: "Smoked".into(), batches: 2 }),
+        target: Some(pb::TargetState {
+            stage: "Smoked".into(),
+            batches: 2,
+        }),
     })
     .await
     .unwrap();
-    let (code, msg) = code_of(c.next(pb::NextRequest { deploy: meta(&ns, &running.name) }).await);
+    let (code, msg) = code_of(
+        c.next(pb::NextRequest {
+            deploy: meta(&ns, &running.name),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("not finished yet"), "{msg}");
 
@@ -275,7 +383,10 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     let d = c
         .r#continue(pb::ContinueRequest {
             deploy: meta(&ns, &running.name),
-            target: Some(pb::TargetState { stage: "Baking".into(), batches: 1 }),
+            target: Some(pb::TargetState {
+                stage: "Baking".into(),
+                batches: 1,
+            }),
         })
         .await
         .unwrap()
@@ -283,18 +394,31 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
         .deploy
         .unwrap();
     assert_eq!(d.name, running.name);
-    assert_eq!(running.get().await["spec"]["updateStrategy"]["stage"], "Baking");
+    assert_eq!(
+        running.get().await["spec"]["updateStrategy"]["stage"],
+        "Baking"
+    );
 
     // Pause streams until status.paused, Resume until it is cleared.
     let msgs = drain(
-        c.pause(pb::DeployMetaRequest { deploy: meta(&ns, &running.name) }).await.unwrap().into_inner(),
+        c.pause(pb::DeployMetaRequest {
+            deploy: meta(&ns, &running.name),
+        })
+        .await
+        .unwrap()
+        .into_inner(),
         "Pause",
         LONG,
     )
     .await;
     assert!(msgs.last().unwrap().deploy.as_ref().unwrap().paused);
     let msgs = drain(
-        c.resume(pb::DeployMetaRequest { deploy: meta(&ns, &running.name) }).await.unwrap().into_inner(),
+        c.resume(pb::DeployMetaRequest {
+            deploy: meta(&ns, &running.name),
+        })
+        .await
+        .unwrap()
+        .into_inner(),
         "Resume",
         LONG,
     )
@@ -304,22 +428,74 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     // Gets: default page size, instanceName and action filters.
     let all = |f: pb::DeployFilter| {
         let mut c = c.clone();
-        async move { c.gets(pb::DeploysRequest { filter: Some(f) }).await.map(|r| r.into_inner().deploys) }
+        async move {
+            c.gets(pb::DeploysRequest { filter: Some(f) })
+                .await
+                .map(|r| r.into_inner().deploys)
+        }
     };
-    let listed = all(pb::DeployFilter { namespace: ns.clone(), ..Default::default() }).await.unwrap();
-    assert_eq!(listed.len(), 2, "page size 0 means the default, not an empty page");
-    let only_a = all(pb::DeployFilter { namespace: ns.clone(), instance_name: "codes-a".into(), ..Default::default() }).await.unwrap();
-    assert_eq!(only_a.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec![done.name.as_str()]);
-    let page = all(pb::DeployFilter { namespace: ns.clone(), start: 1, page_size: 1, ..Default::default() }).await.unwrap();
+    let listed = all(pb::DeployFilter {
+        namespace: ns.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        listed.len(),
+        2,
+        "page size 0 means the default, not an empty page"
+    );
+    let only_a = all(pb::DeployFilter {
+        namespace: ns.clone(),
+        instance_name: "codes-a".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        only_a.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        vec![done.name.as_str()]
+    );
+    let page = all(pb::DeployFilter {
+        namespace: ns.clone(),
+        start: 1,
+        page_size: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(page.len(), 1);
-    let (code, msg) = code_of(all(pb::DeployFilter { namespace: ns.clone(), page_size: -1, ..Default::default() }).await);
-    assert_eq!((code, msg.starts_with("filter.pageSize:")), (Code::InvalidArgument, true), "{msg}");
-    let (code, _) = code_of(all(pb::DeployFilter { namespace: ns.clone(), action: "explode".into(), ..Default::default() }).await);
+    let (code, msg) = code_of(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            page_size: -1,
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("filter.pageSize:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, _) = code_of(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            action: "explode".into(),
+            ..Default::default()
+        })
+        .await,
+    );
     assert_eq!(code, Code::InvalidArgument);
 
     // Cancel streams until the release is Canceled.
     let msgs = drain(
-        c.cancel(pb::DeployMetaRequest { deploy: meta(&ns, &running.name) }).await.unwrap().into_inner(),
+        c.cancel(pb::DeployMetaRequest {
+            deploy: meta(&ns, &running.name),
+        })
+        .await
+        .unwrap()
+        .into_inner(),
         "Cancel",
         LONG,
     )
@@ -328,10 +504,27 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     assert_eq!((last.phase.as_str(), last.finished), ("Canceled", true));
 
     // Delete a finished one; a missing one counts as deleted.
-    c.delete(pb::DeployMetaRequest { deploy: meta(&ns, &done.name) }).await.unwrap();
-    let (code, _) = code_of(c.get(pb::DeployMetaRequest { deploy: meta(&ns, &done.name) }).await);
-    assert_eq!(code, Code::NotFound, "deleted and gone from the cache when Delete returns");
-    c.delete(pb::DeployMetaRequest { deploy: meta(&ns, &done.name) }).await.unwrap();
+    c.delete(pb::DeployMetaRequest {
+        deploy: meta(&ns, &done.name),
+    })
+    .await
+    .unwrap();
+    let (code, _) = code_of(
+        c.get(pb::DeployMetaRequest {
+            deploy: meta(&ns, &done.name),
+        })
+        .await,
+    );
+    assert_eq!(
+        code,
+        Code::NotFound,
+        "deleted and gone from the cache when Delete returns"
+    );
+    c.delete(pb::DeployMetaRequest {
+        deploy: meta(&ns, &done.name),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -344,12 +537,32 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
     released(&client, &ns, "app-two", 2, "nginx:1.25").await;
     let held = canary_waiting(&client, &ns, "app-held").await;
 
-    let got = apps.get(app::InstanceMetaRequest { instance: instance(&ns, "app-two") }).await.unwrap().into_inner().instance.unwrap();
-    assert_eq!((got.replicas, got.app_id, got.group_id, got.image.as_str()), (2, 7, 8, "nginx:1.25"));
-    let (code, _) = code_of(apps.get(app::InstanceMetaRequest { instance: instance(&ns, "nope") }).await);
+    let got = apps
+        .get(app::InstanceMetaRequest {
+            instance: instance(&ns, "app-two"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(
+        (got.replicas, got.app_id, got.group_id, got.image.as_str()),
+        (2, 7, 8, "nginx:1.25")
+    );
+    let (code, _) = code_of(
+        apps.get(app::InstanceMetaRequest {
+            instance: instance(&ns, "nope"),
+        })
+        .await,
+    );
     assert_eq!(code, Code::NotFound);
     let mut names: Vec<String> = apps
-        .gets(app::GetsRequest { filter: Some(app::InstanceFilter { namespace: ns.clone() }) })
+        .gets(app::GetsRequest {
+            filter: Some(app::InstanceFilter {
+                namespace: ns.clone(),
+            }),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -358,37 +571,99 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
         .map(|i| i.name)
         .collect();
     names.sort();
-    assert_eq!(names, ["app-held", "app-one", "app-two"], "each CloneSet once");
+    assert_eq!(
+        names,
+        ["app-held", "app-one", "app-two"],
+        "each CloneSet once"
+    );
 
     // Bad requests name their field; a missing application is NotFound.
-    let scale = |name: &str, replicas: i32, strategy: Option<pb::NonUpdateStrategy>| app::ScaleRequest {
-        instance: instance(&ns, name),
-        replicas,
-        strategy,
+    let scale =
+        |name: &str, replicas: i32, strategy: Option<pb::NonUpdateStrategy>| app::ScaleRequest {
+            instance: instance(&ns, name),
+            replicas,
+            strategy,
+        };
+    let s = || {
+        Some(pb::NonUpdateStrategy {
+            batch_size: "1".into(),
+            batches: 1,
+            ..Default::default()
+        })
     };
-    let s = || Some(pb::NonUpdateStrategy { batch_size: "1".into(), batches: 1, ..Default::default() });
     let (code, msg) = code_of(apps.scale(scale("app-two", -1, s())).await);
-    assert_eq!((code, msg.starts_with("replicas:")), (Code::InvalidArgument, true), "{msg}");
-    let bad = Some(pb::NonUpdateStrategy { batch_size: "half".into(), ..Default::default() });
+    assert_eq!(
+        (code, msg.starts_with("replicas:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let bad = Some(pb::NonUpdateStrategy {
+        batch_size: "half".into(),
+        ..Default::default()
+    });
     let (code, msg) = code_of(apps.scale(scale("app-two", 1, bad)).await);
-    assert_eq!((code, msg.starts_with("strategy.batchSize:")), (Code::InvalidArgument, true), "{msg}");
-    let (code, msg) = code_of(apps.restart(app::RestartRequest { instance: instance(&ns, "app-two"), strategy: None }).await);
-    assert_eq!((code, msg.starts_with("strategy:")), (Code::InvalidArgument, true), "{msg}");
+    assert_eq!(
+        (code, msg.starts_with("strategy.batchSize:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, msg) = code_of(
+        apps.restart(app::RestartRequest {
+            instance: instance(&ns, "app-two"),
+            strategy: None,
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("strategy:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
     let (code, _) = code_of(apps.scale(scale("nope", 1, s())).await);
     assert_eq!(code, Code::NotFound);
-    let (code, msg) = code_of(apps.scale(scale("app-two", 1, Some(pb::NonUpdateStrategy { pods_to_delete: vec!["not-a-pod".into()], batch_size: "1".into(), ..Default::default() }))).await);
-    assert_eq!((code, msg.starts_with("strategy.podsToDelete[0]:")), (Code::InvalidArgument, true), "{msg}");
+    let (code, msg) = code_of(
+        apps.scale(scale(
+            "app-two",
+            1,
+            Some(pb::NonUpdateStrategy {
+                pods_to_delete: vec!["not-a-pod".into()],
+                batch_size: "1".into(),
+                ..Default::default()
+            }),
+        ))
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("strategy.podsToDelete[0]:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
     // A release in progress holds its CloneSet: a new one and a Delete are refused.
-    let (code, msg) = code_of(apps.restart(app::RestartRequest { instance: instance(&ns, "app-held"), strategy: s() }).await);
+    let (code, msg) = code_of(
+        apps.restart(app::RestartRequest {
+            instance: instance(&ns, "app-held"),
+            strategy: s(),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
     assert!(msg.contains(&held.name), "{msg}");
-    let (code, msg) = code_of(apps.delete(app::InstanceMetaRequest { instance: instance(&ns, "app-held") }).await);
+    let (code, msg) = code_of(
+        apps.delete(app::InstanceMetaRequest {
+            instance: instance(&ns, "app-held"),
+        })
+        .await,
+    );
     assert_eq!(code, Code::FailedPrecondition, "{msg}");
 
     // Pods: Get and Gets (of one instance, and by IP).
     let listed = pods
         .gets(podpb::GetsRequest {
-            filter: Some(podpb::PodFilter { namespace: ns.clone(), instance_name: "app-two".into(), ip: String::new() }),
+            filter: Some(podpb::PodFilter {
+                namespace: ns.clone(),
+                instance_name: "app-two".into(),
+                ip: String::new(),
+            }),
             no_sort: false,
         })
         .await
@@ -396,9 +671,18 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
         .into_inner()
         .pods;
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert!(listed.iter().all(|p| p.instance_name == "app-two" && p.image == "nginx:1.25"));
+    assert!(
+        listed
+            .iter()
+            .all(|p| p.instance_name == "app-two" && p.image == "nginx:1.25")
+    );
     let one = pods
-        .get(podpb::PodMetaRequest { pod: Some(podpb::PodMeta { namespace: ns.clone(), name: listed[0].name.clone() }) })
+        .get(podpb::PodMetaRequest {
+            pod: Some(podpb::PodMeta {
+                namespace: ns.clone(),
+                name: listed[0].name.clone(),
+            }),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -407,24 +691,48 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
     assert_eq!(one.pod_ip, listed[0].pod_ip);
     let by_ip = pods
         .gets(podpb::GetsRequest {
-            filter: Some(podpb::PodFilter { namespace: ns.clone(), instance_name: String::new(), ip: one.pod_ip.clone() }),
+            filter: Some(podpb::PodFilter {
+                namespace: ns.clone(),
+                instance_name: String::new(),
+                ip: one.pod_ip.clone(),
+            }),
             no_sort: true,
         })
         .await
         .unwrap()
         .into_inner()
         .pods;
-    assert_eq!(by_ip.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), vec![one.name.clone()]);
-    let (code, _) = code_of(pods.get(podpb::PodMetaRequest { pod: Some(podpb::PodMeta { namespace: ns.clone(), name: "nope".into() }) }).await);
+    assert_eq!(
+        by_ip.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        vec![one.name.clone()]
+    );
+    let (code, _) = code_of(
+        pods.get(podpb::PodMetaRequest {
+            pod: Some(podpb::PodMeta {
+                namespace: ns.clone(),
+                name: "nope".into(),
+            }),
+        })
+        .await,
+    );
     assert_eq!(code, Code::NotFound);
 
     // Delete of an application no release holds.
-    apps.delete(app::InstanceMetaRequest { instance: instance(&ns, "app-one") }).await.unwrap();
+    apps.delete(app::InstanceMetaRequest {
+        instance: instance(&ns, "app-one"),
+    })
+    .await
+    .unwrap();
     eventually("CloneSet app-one gone", LONG, || {
         let mut apps = apps.clone();
         let ns = ns.clone();
         async move {
-            match apps.get(app::InstanceMetaRequest { instance: instance(&ns, "app-one") }).await {
+            match apps
+                .get(app::InstanceMetaRequest {
+                    instance: instance(&ns, "app-one"),
+                })
+                .await
+            {
                 Err(e) if e.code() == Code::NotFound => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -441,15 +749,35 @@ async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions_and_
     let first = finished(&client, &ns, "law-a").await;
     let mut c = DeployFlowClient::new(channel(&grpc_addr()).await);
     let mut s = c
-        .list_and_watch(pb::DeploysRequest { filter: Some(pb::DeployFilter { namespace: ns.clone(), ..Default::default() }) })
+        .list_and_watch(pb::DeploysRequest {
+            filter: Some(pb::DeployFilter {
+                namespace: ns.clone(),
+                ..Default::default()
+            }),
+        })
         .await
         .unwrap()
         .into_inner();
     let listed = next(&mut s).await;
-    assert_eq!(listed.iter().map(|d| d.name.clone()).collect::<Vec<_>>(), vec![first.name.clone()]);
+    assert_eq!(
+        listed.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+        vec![first.name.clone()]
+    );
 
     // A creation, its updates up to Success, then its deletion.
-    let second = Flow::create(&client, &ns, flow("law-b-v1", "law-b", "create", 1, "nginx:1.25", json!({"mode": "auto"}))).await;
+    let second = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "law-b-v1",
+            "law-b",
+            "create",
+            1,
+            "nginx:1.25",
+            json!({"mode": "auto"}),
+        ),
+    )
+    .await;
     let mut phases = Vec::new();
     loop {
         let d = next(&mut s).await;
@@ -461,8 +789,16 @@ async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions_and_
             break;
         }
     }
-    assert_eq!(phases.first().map(String::as_str), Some(""), "the creation comes first: {phases:?}");
-    second.api.delete(&second.name, &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        phases.first().map(String::as_str),
+        Some(""),
+        "the creation comes first: {phases:?}"
+    );
+    second
+        .api
+        .delete(&second.name, &DeleteParams::default())
+        .await
+        .unwrap();
     let d = loop {
         let d = next(&mut s).await;
         if d[0].deleted {
@@ -483,13 +819,21 @@ async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions_and_
     let with = open(admin.clone()).await;
     assert!(with >= 1, "our stream is counted: {with}");
     drop(s);
-    eventually("the controller to free the dropped ListAndWatch", Duration::from_secs(10), || {
-        let admin = admin.clone();
-        async move {
-            let now = open(admin).await;
-            if now < with { Ok(()) } else { Err(format!("still {now} open streams")) }
-        }
-    })
+    eventually(
+        "the controller to free the dropped ListAndWatch",
+        Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let now = open(admin).await;
+                if now < with {
+                    Ok(())
+                } else {
+                    Err(format!("still {now} open streams"))
+                }
+            }
+        },
+    )
     .await;
 }
 
@@ -500,7 +844,14 @@ async fn apply_restart_and_rollback_to_a_named_deployflow_and_to_the_previous_re
     let ns = namespace(&client, "api-rollback").await;
     let mut c = DeployFlowClient::new(channel(&grpc_addr()).await);
     let mut apps = ApplicationClient::new(channel(&grpc_addr()).await);
-    let strategy = || Some(pb::UpdateStrategy { batch_size: "1".into(), batches: 1, mode: "auto".into(), ..Default::default() });
+    let strategy = || {
+        Some(pb::UpdateStrategy {
+            batch_size: "1".into(),
+            batches: 1,
+            mode: "auto".into(),
+            ..Default::default()
+        })
+    };
     // The original's tutorial-style DeployFlow with a fixed name, released.
     let v1 = released(&client, &ns, "rb", 2, "nginx:1.24").await;
     let image = |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["image"].clone();
@@ -517,14 +868,30 @@ async fn apply_restart_and_rollback_to_a_named_deployflow_and_to_the_previous_re
         )]
         .into(),
     };
-    let (code, msg) = code_of(c.apply(pb::CreateRequest { namespace: ns.clone(), application_spec: None, ..Default::default() }).await);
-    assert_eq!((code, msg.starts_with("applicationSpec:")), (Code::InvalidArgument, true), "{msg}");
+    let (code, msg) = code_of(
+        c.apply(pb::CreateRequest {
+            namespace: ns.clone(),
+            application_spec: None,
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("applicationSpec:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
     let d = c
         .apply(pb::CreateRequest {
             namespace: ns.clone(),
             application_spec: Some(pb::ApplicationSpec {
-                app_id: 7, group_id: 8, app_name: "rb".into(), instance_name: "rb".into(),
-                replicas: Some(2), template: Some(template), ..Default::default()
+                app_id: 7,
+                group_id: 8,
+                app_name: "rb".into(),
+                instance_name: "rb".into(),
+                replicas: Some(2),
+                template: Some(template),
+                ..Default::default()
             }),
             strategy: strategy(),
             ..Default::default()
@@ -535,42 +902,86 @@ async fn apply_restart_and_rollback_to_a_named_deployflow_and_to_the_previous_re
         .deploy
         .unwrap();
     assert_eq!(d.action, "update");
-    let update = Flow { api: v1.api.clone(), name: d.name.clone(), ns: ns.clone() };
+    let update = Flow {
+        api: v1.api.clone(),
+        name: d.name.clone(),
+        ns: ns.clone(),
+    };
     update.wait_phase("Success", LONG).await;
-    assert_eq!(image(&cloneset(client.clone(), ns.clone()).await), "nginx:1.25");
+    assert_eq!(
+        image(&cloneset(client.clone(), ns.clone()).await),
+        "nginx:1.25"
+    );
 
     // Rollback without deployName: the CloneSet's previous revision (nginx:1.24).
     let r = apps
-        .rollback(app::RollbackRequest { instance: instance(&ns, "rb"), deploy_name: String::new(), strategy: strategy() })
+        .rollback(app::RollbackRequest {
+            instance: instance(&ns, "rb"),
+            deploy_name: String::new(),
+            strategy: strategy(),
+        })
         .await
         .unwrap_or_else(|e| panic!("Rollback to the previous revision: {e:?}"))
         .into_inner();
-    let back = Flow { api: v1.api.clone(), name: r.deploy_name.clone(), ns: ns.clone() };
+    assert!(
+        r.rollback_to.starts_with("rb-") && r.rollback_to != r.deploy_name,
+        "rollbackTo names the CloneSet's previous revision: {r:?}"
+    );
+    let back = Flow {
+        api: v1.api.clone(),
+        name: r.deploy_name.clone(),
+        ns: ns.clone(),
+    };
     back.wait_phase("Success", LONG).await;
     assert_eq!(back.get().await["spec"]["action"], "rollback");
-    assert_eq!(image(&cloneset(client.clone(), ns.clone()).await), "nginx:1.24");
+    assert_eq!(
+        image(&cloneset(client.clone(), ns.clone()).await),
+        "nginx:1.24"
+    );
 
     // Rollback to the named Apply release (nginx:1.25); the original failed for fixed names.
     let r = apps
-        .rollback(app::RollbackRequest { instance: instance(&ns, "rb"), deploy_name: update.name.clone(), strategy: strategy() })
+        .rollback(app::RollbackRequest {
+            instance: instance(&ns, "rb"),
+            deploy_name: update.name.clone(),
+            strategy: strategy(),
+        })
         .await
         .unwrap_or_else(|e| panic!("Rollback to {}: {e:?}", update.name))
         .into_inner();
     assert_eq!(r.rollback_to, update.name);
-    Flow { api: v1.api.clone(), name: r.deploy_name.clone(), ns: ns.clone() }
-        .wait_phase("Success", LONG)
-        .await;
-    assert_eq!(image(&cloneset(client.clone(), ns.clone()).await), "nginx:1.25");
+    Flow {
+        api: v1.api.clone(),
+        name: r.deploy_name.clone(),
+        ns: ns.clone(),
+    }
+    .wait_phase("Success", LONG)
+    .await;
+    assert_eq!(
+        image(&cloneset(client.clone(), ns.clone()).await),
+        "nginx:1.25"
+    );
     // And to the fixed-name create.
     let r = apps
-        .rollback(app::RollbackRequest { instance: instance(&ns, "rb"), deploy_name: v1.name.clone(), strategy: strategy() })
+        .rollback(app::RollbackRequest {
+            instance: instance(&ns, "rb"),
+            deploy_name: v1.name.clone(),
+            strategy: strategy(),
+        })
         .await
         .unwrap_or_else(|e| panic!("Rollback to {}: {e:?}", v1.name))
         .into_inner();
-    Flow { api: v1.api.clone(), name: r.deploy_name.clone(), ns: ns.clone() }
-        .wait_phase("Success", LONG)
-        .await;
-    assert_eq!(image(&cloneset(client.clone(), ns.clone()).await), "nginx:1.24");
+    Flow {
+        api: v1.api.clone(),
+        name: r.deploy_name.clone(),
+        ns: ns.clone(),
+    }
+    .wait_phase("Success", LONG)
+    .await;
+    assert_eq!(
+        image(&cloneset(client.clone(), ns.clone()).await),
+        "nginx:1.24"
+    );
 
     // Restart re-creates every pod, to Success.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -578,17 +989,29 @@ async fn apply_restart_and_rollback_to_a_named_deployflow_and_to_the_previous_re
     let r = apps
         .restart(app::RestartRequest {
             instance: instance(&ns, "rb"),
-            strategy: Some(pb::NonUpdateStrategy { batch_size: "1".into(), batches: 2, mode: "auto".into(), ..Default::default() }),
+            strategy: Some(pb::NonUpdateStrategy {
+                batch_size: "1".into(),
+                batches: 2,
+                mode: "auto".into(),
+                ..Default::default()
+            }),
         })
         .await
         .unwrap_or_else(|e| panic!("Restart: {e:?}"))
         .into_inner();
-    Flow { api: v1.api.clone(), name: r.deploy_name.clone(), ns: ns.clone() }
-        .wait_phase("Success", LONG)
-        .await;
+    Flow {
+        api: v1.api.clone(),
+        name: r.deploy_name.clone(),
+        ns: ns.clone(),
+    }
+    .wait_phase("Success", LONG)
+    .await;
     let after = live_names(&pods_of(&pods, "app.kubernetes.io/instance=rb").await);
     assert_eq!(after.len(), 2);
-    assert!(after.iter().all(|p| !before.contains(p)), "every pod re-created: {before:?} → {after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every pod re-created: {before:?} → {after:?}"
+    );
 }
 
 /// The next ListAndWatch message (bounded in time).
@@ -609,7 +1032,9 @@ fn struct_value(v: Value) -> prost_types::Value {
             Value::Bool(b) => Kind::BoolValue(b),
             Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
             Value::String(s) => Kind::StringValue(s),
-            Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(struct_value).collect() }),
+            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.into_iter().map(struct_value).collect(),
+            }),
             Value::Object(o) => Kind::StructValue(prost_types::Struct {
                 fields: o.into_iter().map(|(k, v)| (k, struct_value(v))).collect(),
             }),

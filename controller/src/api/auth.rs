@@ -11,8 +11,8 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use super::{ApiError, Result};
 
@@ -53,7 +53,10 @@ pub const PERMISSIONS: &[(&str, &[Need])] = &[
     ("deployflow.DeployFlow/Get", &[df("get")]),
     ("deployflow.DeployFlow/Gets", &[df("list")]),
     ("deployflow.DeployFlow/Watch", &[df("get"), df("watch")]),
-    ("deployflow.DeployFlow/ListAndWatch", &[df("list"), df("watch")]),
+    (
+        "deployflow.DeployFlow/ListAndWatch",
+        &[df("list"), df("watch")],
+    ),
     ("deployflow.DeployFlow/Next", &[df("patch")]),
     ("deployflow.DeployFlow/Continue", &[df("patch")]),
     ("deployflow.DeployFlow/Pause", &[df("patch")]),
@@ -63,9 +66,15 @@ pub const PERMISSIONS: &[(&str, &[Need])] = &[
     ("deployflow.DeployFlow/Apply", &[df("create"), cs("get")]),
     ("application.Application/Get", &[cs("get")]),
     ("application.Application/Gets", &[cs("list")]),
-    ("application.Application/Restart", &[df("create"), cs("get")]),
+    (
+        "application.Application/Restart",
+        &[df("create"), cs("get")],
+    ),
     ("application.Application/Scale", &[df("create"), cs("get")]),
-    ("application.Application/Rollback", &[df("create"), df("get"), cs("get")]),
+    (
+        "application.Application/Rollback",
+        &[df("create"), df("get"), cs("get")],
+    ),
     ("application.Application/Delete", &[cs("delete")]),
     ("pod.Pod/Get", &[pods("get")]),
     ("pod.Pod/Gets", &[pods("list")]),
@@ -79,6 +88,48 @@ pub fn needs(method: &str) -> Option<&'static [Need]> {
         .map(|(_, n)| *n)
 }
 
+/// The objects a call names, by kind: each permission is checked against the object of its
+/// resource (none for `create` and for lists).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Target<'a> {
+    pub deployflow: Option<&'a str>,
+    pub cloneset: Option<&'a str>,
+    pub pod: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn deployflow(name: &'a str) -> Self {
+        Target {
+            deployflow: Some(name),
+            ..Default::default()
+        }
+    }
+    pub fn cloneset(name: &'a str) -> Self {
+        Target {
+            cloneset: Some(name),
+            ..Default::default()
+        }
+    }
+    pub fn pod(name: &'a str) -> Self {
+        Target {
+            pod: Some(name),
+            ..Default::default()
+        }
+    }
+    /// The object `need` is checked against.
+    pub fn name_for(&self, need: &Need) -> Option<&'a str> {
+        if need.verb == "create" || need.verb == "list" {
+            return None;
+        }
+        match need.resource {
+            "deployflows" => self.deployflow,
+            "clonesets" => self.cloneset,
+            "pods" => self.pod,
+            _ => None,
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -88,14 +139,17 @@ pub struct Caller {
     pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// A cached access review: allowed, or why not; and when it was made.
 type Decision = (std::result::Result<(), String>, Instant);
+/// A cached token review: the caller, or why the token is refused; and when it was made.
+type Identity = (std::result::Result<Caller, String>, Instant);
 
 /// Checks tokens and permissions against the API server, with short-lived caches.
 pub struct Authorizer {
     client: Client,
     ttl: Duration,
     audiences: Vec<String>,
-    tokens: Mutex<HashMap<String, (std::result::Result<Caller, String>, Instant)>>,
+    tokens: Mutex<HashMap<String, Identity>>,
     decisions: Mutex<HashMap<String, Decision>>,
 }
 
@@ -116,16 +170,19 @@ impl Authorizer {
     }
 
     /// Authenticates `authorization: Bearer <token>` and authorizes `method` on the namespace
-    /// and (if any) the object named.
+    /// and the objects it names.
     pub async fn check(
         &self,
         bearer: Option<&str>,
         method: &str,
         namespace: &str,
-        name: Option<&str>,
+        target: Target<'_>,
     ) -> Result<Caller> {
         let token = bearer
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
@@ -138,7 +195,8 @@ impl Authorizer {
             ApiError::Forbidden(format!("{method} is not in the permission table"))
         })?;
         for need in needs {
-            self.authorize(&caller, need, namespace, name).await?;
+            self.authorize(&caller, need, namespace, target.name_for(need))
+                .await?;
         }
         Ok(caller)
     }
@@ -170,10 +228,7 @@ impl Authorizer {
             }),
             _ => Err(format!(
                 "the bearer token is not valid{}",
-                status
-                    .error
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                status.error.map(|e| format!(": {e}")).unwrap_or_default()
             )),
         };
         let mut tokens = self.tokens.lock().expect("lock");
@@ -274,12 +329,7 @@ mod tests {
         for file in &fds.file {
             for svc in &file.service {
                 for m in &svc.method {
-                    methods.push(format!(
-                        "{}.{}/{}",
-                        file.package(),
-                        svc.name(),
-                        m.name()
-                    ));
+                    methods.push(format!("{}.{}/{}", file.package(), svc.name(), m.name()));
                 }
             }
         }
@@ -291,11 +341,29 @@ mod tests {
     }
 
     #[test]
+    fn each_permission_is_checked_against_the_object_of_its_resource() {
+        let t = Target {
+            deployflow: Some("old-release"),
+            cloneset: Some("app"),
+            pod: None,
+        };
+        assert_eq!(t.name_for(&df("get")), Some("old-release"));
+        assert_eq!(t.name_for(&df("create")), None, "a create names no object");
+        assert_eq!(t.name_for(&cs("get")), Some("app"));
+        assert_eq!(t.name_for(&pods("list")), None);
+    }
+
+    #[test]
     fn writes_need_write_verbs() {
-        assert_eq!(needs("deployflow.DeployFlow/Next"), Some(&[df("patch")][..]));
-        assert!(needs("application.Application/Scale")
-            .unwrap()
-            .contains(&df("create")));
+        assert_eq!(
+            needs("deployflow.DeployFlow/Next"),
+            Some(&[df("patch")][..])
+        );
+        assert!(
+            needs("application.Application/Scale")
+                .unwrap()
+                .contains(&df("create"))
+        );
         assert!(needs("nope.Nope/X").is_none());
     }
 }

@@ -63,12 +63,7 @@ pub fn deploy(df: &DeployFlow) -> pb::Deploy {
             .map(short_revision)
             .unwrap_or_default()
             .to_string(),
-        conditions: status
-            .conditions
-            .iter()
-            .flatten()
-            .map(batch)
-            .collect(),
+        conditions: status.conditions.iter().flatten().map(batch).collect(),
         paused: status.paused,
         phase: status.phase.as_str().to_string(),
         finished: status.finished,
@@ -155,13 +150,15 @@ pub fn app_container<'a>(
 }
 
 fn quantity(q: Option<&std::collections::BTreeMap<String, Quantity>>, k: &str) -> String {
-    q.and_then(|m| m.get(k)).map(|q| q.0.clone()).unwrap_or_default()
+    q.and_then(|m| m.get(k))
+        .map(|q| q.0.clone())
+        .unwrap_or_default()
 }
 
 /// A CloneSet as the API's `Instance`.
 pub fn instance(cs: &RawCloneSet) -> app::Instance {
-    let view = CloneSetView::from_value(serde_json::to_value(cs).unwrap_or_default())
-        .unwrap_or_default();
+    let view =
+        CloneSetView::from_value(serde_json::to_value(cs).unwrap_or_default()).unwrap_or_default();
     let labels = view.template_labels().clone();
     let (app_id, group_id, _) = app_identity(&labels);
     let template: Option<k8s_openapi::api::core::v1::PodTemplateSpec> =
@@ -174,13 +171,20 @@ pub fn instance(cs: &RawCloneSet) -> app::Instance {
     let c = app_container(&containers, &labels);
     let res = c.and_then(|c| c.resources.as_ref());
     let replicas = view.spec.replicas;
-    let ready = cs.data["status"]["updatedReadyReplicas"].as_i64().unwrap_or(0) as i32;
+    let ready = cs.data["status"]["updatedReadyReplicas"]
+        .as_i64()
+        .unwrap_or(0) as i32;
     app::Instance {
         namespace: cs.namespace().unwrap_or_default(),
         name: cs.name_any(),
         available_replicas: ready,
         replicas,
-        status: if replicas == ready { "Ready" } else { "InProgress" }.into(),
+        status: if replicas == ready {
+            "Ready"
+        } else {
+            "InProgress"
+        }
+        .into(),
         app_id,
         group_id,
         image: c.and_then(|c| c.image.clone()).unwrap_or_default(),
@@ -199,7 +203,11 @@ pub fn instance(cs: &RawCloneSet) -> app::Instance {
 /// A pod as the API's `PodInfo`.
 pub fn pod(p: &Pod) -> podpb::PodInfo {
     let labels = p.labels().clone();
-    let containers = p.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+    let containers = p
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
     let c = app_container(&containers, &labels);
     let res = c.and_then(|c| c.resources.as_ref());
     let status = p.status.as_ref();
@@ -292,7 +300,11 @@ mod tests {
         assert_eq!(d.batch_interval_seconds, 10);
         assert_eq!(d.conditions[0].phase, "Smoked");
         assert_eq!(d.conditions[0].pods[0].ip, "10.0.0.1");
-        assert_eq!(d.finished_at, Some(ZERO_TIME), "zero times as 0001-01-01T00:00:00Z");
+        assert_eq!(
+            d.finished_at,
+            Some(ZERO_TIME),
+            "zero times as 0001-01-01T00:00:00Z"
+        );
         assert_eq!(d.started_at.unwrap().seconds, 1_767_225_601);
     }
 
@@ -320,7 +332,10 @@ mod tests {
         let i = instance(&cs);
         assert_eq!((i.app_id, i.group_id), (12122, 10010));
         assert_eq!(i.image, "nginx:1");
-        assert_eq!((i.cpu.as_str(), i.memory.as_str(), i.request_cpu.as_str()), ("1", "1Gi", "500m"));
+        assert_eq!(
+            (i.cpu.as_str(), i.memory.as_str(), i.request_cpu.as_str()),
+            ("1", "1Gi", "500m")
+        );
         assert_eq!(i.status, "Ready");
         assert_eq!(i.update_revision, "abc");
     }
@@ -329,12 +344,30 @@ mod tests {
     fn structs_become_json_with_integers_kept_integral() {
         let s = prost_types::Struct {
             fields: [
-                ("port".to_string(), prost_types::Value { kind: Some(Kind::NumberValue(80.0)) }),
-                ("ratio".to_string(), prost_types::Value { kind: Some(Kind::NumberValue(0.5)) }),
-                ("name".to_string(), prost_types::Value { kind: Some(Kind::StringValue("x".into())) }),
+                (
+                    "port".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue(80.0)),
+                    },
+                ),
+                (
+                    "ratio".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue(0.5)),
+                    },
+                ),
+                (
+                    "name".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::StringValue("x".into())),
+                    },
+                ),
             ]
             .into(),
         };
-        assert_eq!(struct_to_json(&s), json!({"port": 80, "ratio": 0.5, "name": "x"}));
+        assert_eq!(
+            struct_to_json(&s),
+            json!({"port": 80, "ratio": 0.5, "name": "x"})
+        );
     }
 }

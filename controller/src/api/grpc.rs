@@ -8,6 +8,7 @@ use triton_proto::application::{self as app, application_server::Application};
 use triton_proto::deployflow::{self as pb, deploy_flow_server::DeployFlow};
 use triton_proto::pod::{self as podpb, pod_server::Pod};
 
+use super::auth::Target;
 use super::ops::{self, ApplyRequest, DeployStream, DeploysStream, Interrupt, NonUpdate};
 use super::{ApiContext, ApiError};
 
@@ -25,7 +26,7 @@ impl Services {
         req: &Request<T>,
         method: &str,
         ns: &str,
-        name: Option<&str>,
+        target: Target<'_>,
     ) -> Result<(), Status> {
         let Some(auth) = &self.0.auth else {
             return Ok(());
@@ -34,8 +35,8 @@ impl Services {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let caller = auth.check(bearer, method, ns, name).await?;
-        tracing::debug!(method, user = %caller.user, namespace = ns, name, "authorized");
+        let caller = auth.check(bearer, method, ns, target).await?;
+        tracing::debug!(method, user = %caller.user, namespace = ns, ?target, "authorized");
         Ok(())
     }
 }
@@ -62,14 +63,25 @@ fn reply(d: pb::Deploy) -> Response<pb::DeployReply> {
 impl DeployFlow for Services {
     async fn get(&self, req: Request<pb::DeployMetaRequest>) -> R<pb::DeployReply> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Get", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Get",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
         Ok(reply(self.0.get(ns, name)?))
     }
 
     async fn gets(&self, req: Request<pb::DeploysRequest>) -> R<pb::DeploysReply> {
         let filter = req.get_ref().filter.clone().unwrap_or_default();
-        self.guard(&req, "deployflow.DeployFlow/Gets", &filter.namespace, None)
-            .await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Gets",
+            &filter.namespace,
+            Target::default(),
+        )
+        .await?;
         Ok(Response::new(pb::DeploysReply {
             deploys: self.0.gets(&filter)?,
         }))
@@ -78,27 +90,57 @@ impl DeployFlow for Services {
     type CancelStream = DeployStream;
     async fn cancel(&self, req: Request<pb::DeployMetaRequest>) -> R<DeployStream> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Cancel", ns, Some(name)).await?;
-        Ok(Response::new(self.0.interrupt(ns, name, Interrupt::Cancel).await?))
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Cancel",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
+        Ok(Response::new(
+            self.0.interrupt(ns, name, Interrupt::Cancel).await?,
+        ))
     }
 
     type PauseStream = DeployStream;
     async fn pause(&self, req: Request<pb::DeployMetaRequest>) -> R<DeployStream> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Pause", ns, Some(name)).await?;
-        Ok(Response::new(self.0.interrupt(ns, name, Interrupt::Pause).await?))
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Pause",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
+        Ok(Response::new(
+            self.0.interrupt(ns, name, Interrupt::Pause).await?,
+        ))
     }
 
     type ResumeStream = DeployStream;
     async fn resume(&self, req: Request<pb::DeployMetaRequest>) -> R<DeployStream> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Resume", ns, Some(name)).await?;
-        Ok(Response::new(self.0.interrupt(ns, name, Interrupt::Resume).await?))
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Resume",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
+        Ok(Response::new(
+            self.0.interrupt(ns, name, Interrupt::Resume).await?,
+        ))
     }
 
     async fn r#continue(&self, req: Request<pb::ContinueRequest>) -> R<pb::DeployReply> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Continue", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Continue",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
         Ok(reply(
             self.0
                 .continue_(ns, name, req.get_ref().target.as_ref())
@@ -108,13 +150,25 @@ impl DeployFlow for Services {
 
     async fn next(&self, req: Request<pb::NextRequest>) -> R<pb::DeployReply> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Next", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Next",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
         Ok(reply(self.0.next(ns, name).await?))
     }
 
     async fn delete(&self, req: Request<pb::DeployMetaRequest>) -> R<pb::EmptyReply> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Delete", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Delete",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
         self.0.delete(ns, name).await?;
         Ok(Response::new(pb::EmptyReply {}))
     }
@@ -122,28 +176,57 @@ impl DeployFlow for Services {
     type WatchStream = DeployStream;
     async fn watch(&self, req: Request<pb::WatchRequest>) -> R<DeployStream> {
         let (ns, name) = deploy_meta(&req.get_ref().deploy)?;
-        self.guard(&req, "deployflow.DeployFlow/Watch", ns, Some(name)).await?;
-        Ok(Response::new(self.0.watch(ns, name, req.get_ref().target.as_ref())?))
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Watch",
+            ns,
+            Target::deployflow(name),
+        )
+        .await?;
+        Ok(Response::new(self.0.watch(
+            ns,
+            name,
+            req.get_ref().target.as_ref(),
+        )?))
     }
 
     type ListAndWatchStream = DeploysStream;
     async fn list_and_watch(&self, req: Request<pb::DeploysRequest>) -> R<DeploysStream> {
         let filter = req.get_ref().filter.clone().unwrap_or_default();
-        self.guard(&req, "deployflow.DeployFlow/ListAndWatch", &filter.namespace, None)
-            .await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/ListAndWatch",
+            &filter.namespace,
+            Target::default(),
+        )
+        .await?;
         Ok(Response::new(self.0.list_and_watch(&filter)?))
     }
 
     async fn apply(&self, req: Request<pb::CreateRequest>) -> R<pb::DeployReply> {
         let r = req.get_ref();
-        let spec = r
-            .application_spec
-            .clone()
-            .ok_or_else(|| ApiError::from(triton_core::api::FieldError::new("applicationSpec", "must be set")))?;
-        let pick_s = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
+        let spec = r.application_spec.clone().ok_or_else(|| {
+            ApiError::from(triton_core::api::FieldError::new(
+                "applicationSpec",
+                "must be set",
+            ))
+        })?;
+        let pick_s = |a: &str, b: &str| {
+            if a.is_empty() {
+                b.to_string()
+            } else {
+                a.to_string()
+            }
+        };
         let pick_i = |a: i32, b: i32| if a == 0 { b } else { a };
         let instance = pick_s(&spec.instance_name, &r.instance_name);
-        self.guard(&req, "deployflow.DeployFlow/Apply", &r.namespace, None).await?;
+        self.guard(
+            &req,
+            "deployflow.DeployFlow/Apply",
+            &r.namespace,
+            Target::default(),
+        )
+        .await?;
         let template = spec.template.as_ref().map(super::convert::struct_to_json);
         let apply = ApplyRequest {
             namespace: r.namespace.clone(),
@@ -168,7 +251,13 @@ impl DeployFlow for Services {
 impl Application for Services {
     async fn get(&self, req: Request<app::InstanceMetaRequest>) -> R<app::InstanceReply> {
         let (ns, name) = instance_meta(&req.get_ref().instance)?;
-        self.guard(&req, "application.Application/Get", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "application.Application/Get",
+            ns,
+            Target::cloneset(name),
+        )
+        .await?;
         Ok(Response::new(app::InstanceReply {
             instance: Some(self.0.app_get(ns, name)?),
         }))
@@ -181,7 +270,8 @@ impl Application for Services {
             .as_ref()
             .map(|f| f.namespace.clone())
             .unwrap_or_default();
-        self.guard(&req, "application.Application/Gets", &ns, None).await?;
+        self.guard(&req, "application.Application/Gets", &ns, Target::default())
+            .await?;
         Ok(Response::new(app::InstancesReply {
             instances: self.0.app_gets(&ns)?,
         }))
@@ -189,17 +279,34 @@ impl Application for Services {
 
     async fn restart(&self, req: Request<app::RestartRequest>) -> R<app::RestartReply> {
         let (ns, name) = instance_meta(&req.get_ref().instance)?;
-        self.guard(&req, "application.Application/Restart", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "application.Application/Restart",
+            ns,
+            Target::cloneset(name),
+        )
+        .await?;
         let deploy_name = self
             .0
-            .start_non_update(ns, name, NonUpdate::Restart, req.get_ref().strategy.as_ref())
+            .start_non_update(
+                ns,
+                name,
+                NonUpdate::Restart,
+                req.get_ref().strategy.as_ref(),
+            )
             .await?;
         Ok(Response::new(app::RestartReply { deploy_name }))
     }
 
     async fn scale(&self, req: Request<app::ScaleRequest>) -> R<app::ScaleReply> {
         let (ns, name) = instance_meta(&req.get_ref().instance)?;
-        self.guard(&req, "application.Application/Scale", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "application.Application/Scale",
+            ns,
+            Target::cloneset(name),
+        )
+        .await?;
         let r = req.get_ref();
         let deploy_name = self
             .0
@@ -210,8 +317,14 @@ impl Application for Services {
 
     async fn rollback(&self, req: Request<app::RollbackRequest>) -> R<app::RollbackReply> {
         let (ns, name) = instance_meta(&req.get_ref().instance)?;
-        self.guard(&req, "application.Application/Rollback", ns, Some(name)).await?;
         let r = req.get_ref();
+        let target = Target {
+            cloneset: Some(name),
+            deployflow: (!r.deploy_name.is_empty()).then_some(r.deploy_name.as_str()),
+            pod: None,
+        };
+        self.guard(&req, "application.Application/Rollback", ns, target)
+            .await?;
         let (deploy_name, rollback_to) = self
             .0
             .rollback(ns, name, &r.deploy_name, r.strategy.as_ref())
@@ -224,7 +337,13 @@ impl Application for Services {
 
     async fn delete(&self, req: Request<app::InstanceMetaRequest>) -> R<app::EmptyReply> {
         let (ns, name) = instance_meta(&req.get_ref().instance)?;
-        self.guard(&req, "application.Application/Delete", ns, Some(name)).await?;
+        self.guard(
+            &req,
+            "application.Application/Delete",
+            ns,
+            Target::cloneset(name),
+        )
+        .await?;
         self.0.app_delete(ns, name).await?;
         Ok(Response::new(app::EmptyReply {}))
     }
@@ -240,7 +359,8 @@ impl Pod for Services {
                 .as_ref()
                 .map(|m| (m.namespace.as_str(), m.name.as_str())),
         )?;
-        self.guard(&req, "pod.Pod/Get", ns, Some(name)).await?;
+        self.guard(&req, "pod.Pod/Get", ns, Target::pod(name))
+            .await?;
         Ok(Response::new(podpb::PodReply {
             pod: Some(self.0.pod_get(ns, name)?),
         }))
@@ -248,7 +368,8 @@ impl Pod for Services {
 
     async fn gets(&self, req: Request<podpb::GetsRequest>) -> R<podpb::PodsReply> {
         let f = req.get_ref().filter.clone().unwrap_or_default();
-        self.guard(&req, "pod.Pod/Gets", &f.namespace, None).await?;
+        self.guard(&req, "pod.Pod/Gets", &f.namespace, Target::default())
+            .await?;
         Ok(Response::new(podpb::PodsReply {
             pods: self.0.pod_gets(&f, req.get_ref().no_sort)?,
         }))

@@ -99,7 +99,9 @@ impl ApiError {
     pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
         let context = context.into();
         match &source {
-            kube::Error::Api(s) if s.code == 404 => ApiError::NotFound(format!("{context}: not found")),
+            kube::Error::Api(s) if s.code == 404 => {
+                ApiError::NotFound(format!("{context}: not found"))
+            }
             kube::Error::Api(s) if s.code == 409 => {
                 ApiError::Conflict(format!("{context}: {}", s.message))
             }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,7 +39,8 @@ pub type DeploysStream = ReceiverStream<std::result::Result<pb::DeploysReply, to
 
 /// Validates a `DeployMeta`-like (namespace, name) under `prefix` (e.g. `deploy`).
 pub fn meta<'a>(prefix: &str, m: Option<(&'a str, &'a str)>) -> Result<(&'a str, &'a str)> {
-    let (ns, name) = m.ok_or_else(|| FieldError::new(prefix, "must be set (namespace and name)"))?;
+    let (ns, name) =
+        m.ok_or_else(|| FieldError::new(prefix, "must be set (namespace and name)"))?;
     core::namespace(&format!("{prefix}.namespace"), ns, false)?;
     core::object_name(&format!("{prefix}.name"), name)?;
     Ok((ns, name))
@@ -49,11 +50,15 @@ pub fn meta<'a>(prefix: &str, m: Option<(&'a str, &'a str)>) -> Result<(&'a str,
 pub fn release_state(df: &DeployFlow) -> ReleaseState {
     let st = df.status.clone().unwrap_or_default();
     ReleaseState {
-        current: st.conditions.as_ref().and_then(|c| c.last()).map(|c| CurrentBatch {
-            batch: c.batch,
-            phase: c.phase,
-            canary: c.canary,
-        }),
+        current: st
+            .conditions
+            .as_ref()
+            .and_then(|c| c.last())
+            .map(|c| CurrentBatch {
+                batch: c.batch,
+                phase: c.phase,
+                canary: c.canary,
+            }),
         total_batches: st.batches,
         finished: st.finished,
         auto: df.spec.auto(),
@@ -121,8 +126,7 @@ type Until = Box<dyn Fn(&DeployFlow, u64) -> Option<std::result::Result<(), ApiE
 
 impl ApiContext {
     fn cached_df(&self, ns: &str, name: &str) -> Option<Arc<RawDeployFlow>> {
-        self.deployflows
-            .get(&ObjectRef::new(name).within(ns))
+        self.deployflows.get(&ObjectRef::new(name).within(ns))
     }
 
     fn cached_cs(&self, ns: &str, name: &str) -> Option<Arc<RawCloneSet>> {
@@ -227,7 +231,8 @@ impl ApiContext {
         name: &str,
         target: Option<&pb::TargetState>,
     ) -> Result<pb::Deploy> {
-        let t = target.ok_or_else(|| FieldError::new("target", "must be set (stage and/or batches)"))?;
+        let t = target
+            .ok_or_else(|| FieldError::new("target", "must be set (stage and/or batches)"))?;
         core::stage("target.stage", &t.stage)?;
         core::bounded("target.batches", t.batches, 100_000)?;
         if t.stage.is_empty() && t.batches == 0 {
@@ -249,7 +254,9 @@ impl ApiContext {
     /// Merges `fields` into the applicable strategy (REST's PATCH, and its one-shot pause,
     /// resume and cancel).
     pub async fn patch_fields(&self, ns: &str, name: &str, fields: Value) -> Result<pb::Deploy> {
-        let df = self.patch_strategy(ns, name, |_| Ok(fields.clone())).await?;
+        let df = self
+            .patch_strategy(ns, name, |_| Ok(fields.clone()))
+            .await?;
         Ok(convert::deploy(&df))
     }
 
@@ -288,9 +295,7 @@ impl ApiContext {
                     Err(Refusal::Other(format!("resume refused: {why}")).into())
                 })
             }),
-            Interrupt::Cancel => Box::new(|df, _| {
-                (finished(df)).then_some(Ok(()))
-            }),
+            Interrupt::Cancel => Box::new(|df, _| (finished(df)).then_some(Ok(()))),
         };
         Ok(self.follow(
             Key {
@@ -537,7 +542,13 @@ impl ApiContext {
         let raw: RawDeployFlow = serde_json::from_value(manifest)
             .map_err(|e| ApiError::Rejected(format!("building the DeployFlow: {e}")))?;
         let created = Api::<RawDeployFlow>::namespaced(self.client.clone(), ns)
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &raw)
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &raw,
+            )
             .await
             .map_err(|e| ApiError::kube(format!("creating a DeployFlow in {ns}"), e))?;
         let name = created.name_any();
@@ -623,7 +634,10 @@ impl ApiContext {
         strategy: Option<&pb::NonUpdateStrategy>,
     ) -> Result<String> {
         let s = strategy.ok_or_else(|| {
-            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode)")
+            FieldError::new(
+                "strategy",
+                "must be set (batchSize, batches, batchIntervalSeconds, mode)",
+            )
         })?;
         let mut body = non_update_strategy(s)?;
         let (cs, view) = self.cloneset(ns, name)?;
@@ -631,7 +645,11 @@ impl ApiContext {
         let (action, replicas) = match action {
             NonUpdate::Restart => {
                 if !s.pods_to_delete.is_empty() {
-                    return Err(FieldError::new("strategy.podsToDelete", "a restart re-creates every pod; use Scale to delete pods").into());
+                    return Err(FieldError::new(
+                        "strategy.podsToDelete",
+                        "a restart re-creates every pod; use Scale to delete pods",
+                    )
+                    .into());
                 }
                 (Action::Restart, current)
             }
@@ -643,7 +661,15 @@ impl ApiContext {
                         return Err(FieldError::new("strategy.podsToDelete", format!("only a scale in deletes pods ({current} → {r} replicas is a scale out)")).into());
                     }
                     if s.pods_to_delete.len() as i32 > current - r {
-                        return Err(FieldError::new("strategy.podsToDelete", format!("{} pods named, but {current} → {r} removes {}", s.pods_to_delete.len(), current - r)).into());
+                        return Err(FieldError::new(
+                            "strategy.podsToDelete",
+                            format!(
+                                "{} pods named, but {current} → {r} removes {}",
+                                s.pods_to_delete.len(),
+                                current - r
+                            ),
+                        )
+                        .into());
                     }
                     for (i, p) in s.pods_to_delete.iter().enumerate() {
                         let field = format!("strategy.podsToDelete[{i}]");
@@ -653,7 +679,11 @@ impl ApiContext {
                             pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
                         });
                         if !ours {
-                            return Err(FieldError::new(field, format!("{p} is not a pod of application {ns}/{name}")).into());
+                            return Err(FieldError::new(
+                                field,
+                                format!("{p} is not a pod of application {ns}/{name}"),
+                            )
+                            .into());
                         }
                     }
                 }
@@ -673,7 +703,12 @@ impl ApiContext {
         }
         let manifest = generated(
             ns,
-            Identity { app_id, group_id, app_name, instance: name.to_string() },
+            Identity {
+                app_id,
+                group_id,
+                app_name,
+                instance: name.to_string(),
+            },
             action,
             replicas,
             cs.data["spec"]["template"].clone(),
@@ -692,20 +727,39 @@ impl ApiContext {
         strategy: Option<&pb::UpdateStrategy>,
     ) -> Result<(String, String)> {
         let s = strategy.ok_or_else(|| {
-            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)")
+            FieldError::new(
+                "strategy",
+                "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)",
+            )
         })?;
         let body = update_strategy(s)?;
         let (cs, view) = self.cloneset(ns, name)?;
         let (template, identity, to) = if deploy_name.is_empty() {
-            let template = self.previous_template(ns, name, &cs).await?;
+            let (template, revision) = self.previous_template(ns, name, &cs).await?;
             let (app_id, group_id, app_name) = convert::app_identity(view.template_labels());
-            (template, Identity { app_id, group_id, app_name, instance: name.into() }, String::new())
+            (
+                template,
+                Identity {
+                    app_id,
+                    group_id,
+                    app_name,
+                    instance: name.into(),
+                },
+                revision,
+            )
         } else {
             core::object_name("deployName", deploy_name)?;
             let old = self.cached_typed(ns, deploy_name)?;
             let a = &old.spec.application;
             if a.instance_name != name {
-                return Err(FieldError::new("deployName", format!("DeployFlow {deploy_name} releases instance {}, not {name}", a.instance_name)).into());
+                return Err(FieldError::new(
+                    "deployName",
+                    format!(
+                        "DeployFlow {deploy_name} releases instance {}, not {name}",
+                        a.instance_name
+                    ),
+                )
+                .into());
             }
             let template = serde_json::to_value(&a.template).unwrap_or_default();
             let id = Identity {
@@ -716,21 +770,35 @@ impl ApiContext {
             };
             (template, id, deploy_name.to_string())
         };
-        core::may_start(self.holder(ns, name, Some(&view)).as_ref(), Action::Rollback)?;
-        let manifest = generated(ns, identity, Action::Rollback, view.spec.replicas, template, ("updateStrategy", body));
+        core::may_start(
+            self.holder(ns, name, Some(&view)).as_ref(),
+            Action::Rollback,
+        )?;
+        let manifest = generated(
+            ns,
+            identity,
+            Action::Rollback,
+            view.spec.replicas,
+            template,
+            ("updateStrategy", body),
+        );
         let created = self.create(ns, manifest).await?;
-        let to = if to.is_empty() {
-            format!("{}", cs.data["status"]["currentRevision"].as_str().unwrap_or("previous revision"))
-        } else {
-            to
-        };
         Ok((created, to))
     }
 
-    /// The pod template of the CloneSet's revision before its update revision.
-    async fn previous_template(&self, ns: &str, name: &str, cs: &RawCloneSet) -> Result<Value> {
+    /// The pod template of the CloneSet's revision before its update revision, and that
+    /// revision's name.
+    async fn previous_template(
+        &self,
+        ns: &str,
+        name: &str,
+        cs: &RawCloneSet,
+    ) -> Result<(Value, String)> {
         let uid = cs.metadata.uid.clone().unwrap_or_default();
-        let current = cs.data["status"]["updateRevision"].as_str().unwrap_or("").to_string();
+        let current = cs.data["status"]["updateRevision"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let revs = Api::<ControllerRevision>::namespaced(self.client.clone(), ns)
             .list(&ListParams::default())
             .await
@@ -741,11 +809,18 @@ impl ApiContext {
             .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
             .collect();
         owned.sort_by_key(|r| std::cmp::Reverse(r.revision));
-        let current_number = owned.iter().find(|r| r.name_any() == current).map(|r| r.revision);
+        let current_number = owned
+            .iter()
+            .find(|r| r.name_any() == current)
+            .map(|r| r.revision);
         let previous = owned
             .iter()
             .find(|r| r.name_any() != current && current_number.is_none_or(|n| r.revision < n))
-            .ok_or_else(|| Refusal::Other(format!("application {ns}/{name} has no previous revision to roll back to")))?;
+            .ok_or_else(|| {
+                Refusal::Other(format!(
+                    "application {ns}/{name} has no previous revision to roll back to"
+                ))
+            })?;
         let mut template = previous
             .data
             .as_ref()
@@ -755,9 +830,13 @@ impl ApiContext {
             t.remove("$patch");
         }
         if !template.is_object() {
-            return Err(Refusal::Other(format!("revision {} of {ns}/{name} holds no pod template", previous.name_any())).into());
+            return Err(Refusal::Other(format!(
+                "revision {} of {ns}/{name} holds no pod template",
+                previous.name_any()
+            ))
+            .into());
         }
-        Ok(template)
+        Ok((template, previous.name_any()))
     }
 
     /// Delete an application: refused while a running release holds it; a missing one counts
@@ -766,7 +845,8 @@ impl ApiContext {
         let Some(cs) = self.cached_cs(ns, name) else {
             return Ok(());
         };
-        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default()).unwrap_or_default();
+        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
+            .unwrap_or_default();
         if let Some(h) = self.holder(ns, name, Some(&view)) {
             return Err(Refusal::Held { holder: h.name }.into());
         }
@@ -776,7 +856,10 @@ impl ApiContext {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ApiError::kube(format!("deleting application {ns}/{name}"), e)),
+            Err(e) => Err(ApiError::kube(
+                format!("deleting application {ns}/{name}"),
+                e,
+            )),
         }
     }
 
@@ -793,14 +876,28 @@ impl ApiContext {
             core::bounded("applicationSpec.replicas", r, 100_000)?;
         }
         let s = req.strategy.as_ref().ok_or_else(|| {
-            FieldError::new("strategy", "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)")
+            FieldError::new(
+                "strategy",
+                "must be set (batchSize, batches, batchIntervalSeconds, mode, canary)",
+            )
         })?;
         let body = update_strategy(s)?;
         if let Some(t) = &req.template {
-            serde_json::from_value::<PodTemplateSpec>(t.clone())
-                .map_err(|e| FieldError::new("applicationSpec.template", format!("not a pod template: {e}")))?;
-            if t["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
-                return Err(FieldError::new("applicationSpec.template.spec.containers", "must name at least one container").into());
+            serde_json::from_value::<PodTemplateSpec>(t.clone()).map_err(|e| {
+                FieldError::new(
+                    "applicationSpec.template",
+                    format!("not a pod template: {e}"),
+                )
+            })?;
+            if t["spec"]["containers"]
+                .as_array()
+                .is_none_or(|c| c.is_empty())
+            {
+                return Err(FieldError::new(
+                    "applicationSpec.template.spec.containers",
+                    "must name at least one container",
+                )
+                .into());
             }
         }
         let existing = self.cached_cs(ns, &req.instance);
@@ -808,26 +905,47 @@ impl ApiContext {
             None => (
                 Action::Create,
                 req.template.clone().ok_or_else(|| {
-                    FieldError::new("applicationSpec.template", format!("must be set: application {ns}/{} does not exist yet", req.instance))
+                    FieldError::new(
+                        "applicationSpec.template",
+                        format!(
+                            "must be set: application {ns}/{} does not exist yet",
+                            req.instance
+                        ),
+                    )
                 })?,
                 req.replicas.unwrap_or(1),
             ),
             Some(cs) => {
-                let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default()).unwrap_or_default();
-                core::may_start(self.holder(ns, &req.instance, Some(&view)).as_ref(), Action::Update)?;
+                let view =
+                    CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
+                        .unwrap_or_default();
+                core::may_start(
+                    self.holder(ns, &req.instance, Some(&view)).as_ref(),
+                    Action::Update,
+                )?;
                 (
                     Action::Update,
-                    req.template.clone().unwrap_or_else(|| cs.data["spec"]["template"].clone()),
+                    req.template
+                        .clone()
+                        .unwrap_or_else(|| cs.data["spec"]["template"].clone()),
                     req.replicas.unwrap_or(view.spec.replicas),
                 )
             }
         };
         if existing.is_none() {
-            core::may_start(self.holder(ns, &req.instance, None).as_ref(), Action::Create)?;
+            core::may_start(
+                self.holder(ns, &req.instance, None).as_ref(),
+                Action::Create,
+            )?;
         }
         let mut manifest = generated(
             ns,
-            Identity { app_id: req.app_id, group_id: req.group_id, app_name: req.app_name.clone(), instance: req.instance.clone() },
+            Identity {
+                app_id: req.app_id,
+                group_id: req.group_id,
+                app_name: req.app_name.clone(),
+                instance: req.instance.clone(),
+            },
             action,
             replicas,
             template,
@@ -837,7 +955,11 @@ impl ApiContext {
             json!(req.last_applied.to_string());
         let name = self.create(ns, manifest).await?;
         self.get(ns, &name).or_else(|_| {
-            Ok(pb::Deploy { namespace: ns.into(), name, ..Default::default() })
+            Ok(pb::Deploy {
+                namespace: ns.into(),
+                name,
+                ..Default::default()
+            })
         })
     }
 
@@ -864,12 +986,21 @@ impl ApiContext {
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter(|p| f.namespace.is_empty() || p.namespace().as_deref() == Some(&f.namespace))
-            .filter(|p| f.instance_name.is_empty() || p.labels().get(INSTANCE_LABEL) == Some(&f.instance_name))
-            .filter(|p| f.ip.is_empty() || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&f.ip))
+            .filter(|p| {
+                f.instance_name.is_empty()
+                    || p.labels().get(INSTANCE_LABEL) == Some(&f.instance_name)
+            })
+            .filter(|p| {
+                f.ip.is_empty()
+                    || p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(&f.ip)
+            })
             .collect();
         if !no_sort {
             pods.sort_by(|a, b| {
-                b.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                b.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
                     .cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0))
                     .then_with(|| a.name_any().cmp(&b.name_any()))
             });
@@ -975,14 +1106,20 @@ impl core::Listed for Listed {
 /// A label value (an appName is the label `app.kubernetes.io/name`).
 fn label_value(field: &str, s: &str) -> Result<(), FieldError> {
     let ok = s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && (s.is_empty()
             || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && s.ends_with(|c: char| c.is_ascii_alphanumeric())));
     if ok {
         Ok(())
     } else {
-        Err(FieldError::new(field, format!("{s:?} is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)")))
+        Err(FieldError::new(
+            field,
+            format!(
+                "{s:?} is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+            ),
+        ))
     }
 }
 
@@ -1096,19 +1233,48 @@ mod tests {
 
     #[test]
     fn strategies_are_validated_field_by_field() {
-        let bad = pb::NonUpdateStrategy { batch_size: "x".into(), ..Default::default() };
+        let bad = pb::NonUpdateStrategy {
+            batch_size: "x".into(),
+            ..Default::default()
+        };
         let e = non_update_strategy(&bad).unwrap_err();
         assert!(e.to_string().starts_with("strategy.batchSize:"), "{e}");
-        let bad = pb::NonUpdateStrategy { batches: -1, ..Default::default() };
-        assert!(non_update_strategy(&bad).unwrap_err().to_string().starts_with("strategy.batches:"));
-        let bad = pb::UpdateStrategy { stage: "Smoking".into(), ..Default::default() };
-        assert!(update_strategy(&bad).unwrap_err().to_string().starts_with("strategy.stage:"));
-        let ok = pb::NonUpdateStrategy {
-            batch_size: "1".into(), batches: 1, batch_interval_seconds: 10,
-            pods_to_delete: vec!["p-1".into()], ..Default::default()
+        let bad = pb::NonUpdateStrategy {
+            batches: -1,
+            ..Default::default()
         };
-        assert_eq!(non_update_strategy(&ok).unwrap(), json!({"batchSize": 1, "batches": 1, "batchIntervalSeconds": 10, "podsToDelete": ["p-1"]}));
-        let pct = pb::UpdateStrategy { batch_size: "50%".into(), mode: "auto".into(), ..Default::default() };
+        assert!(
+            non_update_strategy(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("strategy.batches:")
+        );
+        let bad = pb::UpdateStrategy {
+            stage: "Smoking".into(),
+            ..Default::default()
+        };
+        assert!(
+            update_strategy(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("strategy.stage:")
+        );
+        let ok = pb::NonUpdateStrategy {
+            batch_size: "1".into(),
+            batches: 1,
+            batch_interval_seconds: 10,
+            pods_to_delete: vec!["p-1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            non_update_strategy(&ok).unwrap(),
+            json!({"batchSize": 1, "batches": 1, "batchIntervalSeconds": 10, "podsToDelete": ["p-1"]})
+        );
+        let pct = pb::UpdateStrategy {
+            batch_size: "50%".into(),
+            mode: "auto".into(),
+            ..Default::default()
+        };
         assert_eq!(update_strategy(&pct).unwrap()["batchSize"], json!("50%"));
     }
 
@@ -1116,7 +1282,12 @@ mod tests {
     fn a_generated_deployflow_carries_the_default_labels_and_decodes() {
         let m = generated(
             "ns",
-            Identity { app_id: 12122, group_id: 10010, app_name: "sample".into(), instance: "i".into() },
+            Identity {
+                app_id: 12122,
+                group_id: 10010,
+                app_name: "sample".into(),
+                instance: "i".into(),
+            },
             Action::ScaleIn,
             2,
             json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
@@ -1128,7 +1299,10 @@ mod tests {
         let mut named = m.clone();
         named["metadata"]["name"] = json!("i-x");
         let df: DeployFlow = serde_json::from_value(named).expect("a DeployFlow");
-        assert_eq!(df.spec.application.selector.match_labels.unwrap()["group"], "10010");
+        assert_eq!(
+            df.spec.application.selector.match_labels.unwrap()["group"],
+            "10010"
+        );
     }
 
     #[test]
@@ -1141,9 +1315,22 @@ mod tests {
 
     #[test]
     fn meta_names_the_missing_field() {
-        assert_eq!(meta("deploy", None).unwrap_err().to_string(), "deploy: must be set (namespace and name)");
-        assert!(meta("deploy", Some(("default", ""))).unwrap_err().to_string().starts_with("deploy.name:"));
-        assert!(meta("deploy", Some(("", "x"))).unwrap_err().to_string().starts_with("deploy.namespace:"));
+        assert_eq!(
+            meta("deploy", None).unwrap_err().to_string(),
+            "deploy: must be set (namespace and name)"
+        );
+        assert!(
+            meta("deploy", Some(("default", "")))
+                .unwrap_err()
+                .to_string()
+                .starts_with("deploy.name:")
+        );
+        assert!(
+            meta("deploy", Some(("", "x")))
+                .unwrap_err()
+                .to_string()
+                .starts_with("deploy.namespace:")
+        );
     }
 
     #[test]

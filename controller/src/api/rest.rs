@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use triton_core::api::FieldError;
 use triton_proto::deployflow as pb;
 
+use super::auth::Target;
 use super::ops::{ApplyRequest, Interrupt, NonUpdate};
 use super::{ApiContext, ApiError};
 use crate::crd::DeployFlow;
@@ -45,7 +46,10 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         )
         .route(&format!("{ns}/instances/{{name}}/restarts"), post(restart))
         .route(&format!("{ns}/instances/{{name}}/scales"), post(scale))
-        .route(&format!("{ns}/instances/{{name}}/rollbacks"), post(rollback))
+        .route(
+            &format!("{ns}/instances/{{name}}/rollbacks"),
+            post(rollback),
+        )
         .route(&format!("{ns}/pods"), get(pods))
         .route(&format!("{ns}/pods/{{name}}"), get(pod))
         .fallback(not_found)
@@ -55,7 +59,11 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
 
 /// The envelope.
 fn ok(status: StatusCode, data: Value) -> Response {
-    (status, axum::Json(json!({"code": 0, "data": data, "msg": "ok"}))).into_response()
+    (
+        status,
+        axum::Json(json!({"code": 0, "data": data, "msg": "ok"})),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -92,15 +100,13 @@ async fn guard(
     headers: &HeaderMap,
     method: &str,
     ns: &str,
-    name: Option<&str>,
+    target: Target<'_>,
 ) -> Result<(), ApiError> {
     let Some(auth) = &ctx.auth else {
         return Ok(());
     };
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    auth.check(bearer, method, ns, name).await.map(|_| ())
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+    auth.check(bearer, method, ns, target).await.map(|_| ())
 }
 
 fn names(ns: &str, name: &str) -> Result<(), ApiError> {
@@ -180,11 +186,19 @@ struct ListQuery {
 async fn list(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap, uri: Uri) -> Reply {
     let q: ListQuery = match uri.query() {
         None => ListQuery::default(),
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|e| FieldError::new("query", e.to_string()))?,
+        Some(q) => {
+            serde_urlencoded::from_str(q).map_err(|e| FieldError::new("query", e.to_string()))?
+        }
     };
     triton_core::api::namespace("namespace", &ns, false)?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Gets", &ns, None).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Gets",
+        &ns,
+        Target::default(),
+    )
+    .await?;
     let filter = pb::DeployFilter {
         namespace: ns,
         instance_name: q.instance_name.unwrap_or_default(),
@@ -207,9 +221,20 @@ async fn list(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap, uri: 
     Ok(ok(StatusCode::OK, Value::Array(items)))
 }
 
-async fn get_one(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn get_one(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Get", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Get",
+        &ns,
+        Target::deployflow(&name),
+    )
+    .await?;
     let d = ctx.get(&ns, &name)?;
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
 }
@@ -276,7 +301,14 @@ async fn patch_strategy(
 ) -> Reply {
     names(&ns, &name)?;
     let s: RestStrategy = decode_body(&body)?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Continue", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Continue",
+        &ns,
+        Target::deployflow(&name),
+    )
+    .await?;
     let mut fields = serde_json::Map::new();
     if s.batch_size.is_some() {
         let v = super::ops::non_update_strategy(&pb::NonUpdateStrategy {
@@ -302,7 +334,11 @@ async fn patch_strategy(
             fields.insert(k.into(), json!(triton_core::api::bounded(k, v, max)?));
         }
     }
-    for (k, v) in [("noPullIn", s.no_pull_in), ("paused", s.paused), ("canceled", s.canceled)] {
+    for (k, v) in [
+        ("noPullIn", s.no_pull_in),
+        ("paused", s.paused),
+        ("canceled", s.canceled),
+    ] {
         if let Some(v) = v {
             fields.insert(k.into(), json!(v));
         }
@@ -320,23 +356,52 @@ async fn patch_strategy(
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
 }
 
-async fn delete(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn delete(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Delete", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Delete",
+        &ns,
+        Target::deployflow(&name),
+    )
+    .await?;
     ctx.delete(&ns, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn next(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn next(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Next", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Next",
+        &ns,
+        Target::deployflow(&name),
+    )
+    .await?;
     let d = ctx.next(&ns, &name).await?;
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
 }
 
-async fn interrupt(ctx: Arc<ApiContext>, ns: String, name: String, headers: HeaderMap, what: Interrupt, method: &str) -> Reply {
+async fn interrupt(
+    ctx: Arc<ApiContext>,
+    ns: String,
+    name: String,
+    headers: HeaderMap,
+    what: Interrupt,
+    method: &str,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, method, &ns, Some(&name)).await?;
+    guard(&ctx, &headers, method, &ns, Target::deployflow(&name)).await?;
     let body = match what {
         Interrupt::Pause => json!({"paused": true}),
         Interrupt::Resume => json!({"paused": false}),
@@ -346,16 +411,52 @@ async fn interrupt(ctx: Arc<ApiContext>, ns: String, name: String, headers: Head
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
 }
 
-async fn pause(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
-    interrupt(ctx, ns, name, headers, Interrupt::Pause, "deployflow.DeployFlow/Pause").await
+async fn pause(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    interrupt(
+        ctx,
+        ns,
+        name,
+        headers,
+        Interrupt::Pause,
+        "deployflow.DeployFlow/Pause",
+    )
+    .await
 }
 
-async fn resume(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
-    interrupt(ctx, ns, name, headers, Interrupt::Resume, "deployflow.DeployFlow/Resume").await
+async fn resume(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    interrupt(
+        ctx,
+        ns,
+        name,
+        headers,
+        Interrupt::Resume,
+        "deployflow.DeployFlow/Resume",
+    )
+    .await
 }
 
-async fn cancel(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
-    interrupt(ctx, ns, name, headers, Interrupt::Cancel, "deployflow.DeployFlow/Cancel").await
+async fn cancel(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    interrupt(
+        ctx,
+        ns,
+        name,
+        headers,
+        Interrupt::Cancel,
+        "deployflow.DeployFlow/Cancel",
+    )
+    .await
 }
 
 /// POST deployflows: `{"applicationSpec": {...}, "updateStrategy": {...}}`.
@@ -388,7 +489,14 @@ async fn apply(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap, body
     let spec = b
         .application_spec
         .ok_or_else(|| FieldError::new("applicationSpec", "must be set"))?;
-    guard(&ctx, &headers, "deployflow.DeployFlow/Apply", &ns, None).await?;
+    guard(
+        &ctx,
+        &headers,
+        "deployflow.DeployFlow/Apply",
+        &ns,
+        Target::default(),
+    )
+    .await?;
     let req = ApplyRequest {
         namespace: ns,
         app_id: spec.app_id,
@@ -406,7 +514,14 @@ async fn apply(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap, body
 
 async fn instances(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap) -> Reply {
     triton_core::api::namespace("namespace", &ns, false)?;
-    guard(&ctx, &headers, "application.Application/Gets", &ns, None).await?;
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Gets",
+        &ns,
+        Target::default(),
+    )
+    .await?;
     let v = ctx.app_gets(&ns)?;
     Ok(ok(StatusCode::OK, instances_json(&v)))
 }
@@ -422,23 +537,57 @@ fn instance_json(i: &triton_proto::application::Instance) -> Value {
         "requestMemory": i.request_memory, "updateRevision": i.update_revision})
 }
 
-async fn instance(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn instance(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "application.Application/Get", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Get",
+        &ns,
+        Target::cloneset(&name),
+    )
+    .await?;
     Ok(ok(StatusCode::OK, instance_json(&ctx.app_get(&ns, &name)?)))
 }
 
-async fn delete_instance(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn delete_instance(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "application.Application/Delete", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Delete",
+        &ns,
+        Target::cloneset(&name),
+    )
+    .await?;
     ctx.app_delete(&ns, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn restart(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn restart(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
     names(&ns, &name)?;
     let s: RestStrategy = decode_body(&body)?;
-    guard(&ctx, &headers, "application.Application/Restart", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Restart",
+        &ns,
+        Target::cloneset(&name),
+    )
+    .await?;
     let deploy = ctx
         .start_non_update(&ns, &name, NonUpdate::Restart, Some(&s.non_update()))
         .await?;
@@ -452,13 +601,25 @@ struct ScaleBody {
     non_update_strategy: Option<RestStrategy>,
 }
 
-async fn scale(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn scale(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
     names(&ns, &name)?;
     let b: ScaleBody = decode_body(&body)?;
     let replicas = b
         .replicas
         .ok_or_else(|| FieldError::new("replicas", "must be set"))?;
-    guard(&ctx, &headers, "application.Application/Scale", &ns, Some(&name)).await?;
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Scale",
+        &ns,
+        Target::cloneset(&name),
+    )
+    .await?;
     let s = b.non_update_strategy.unwrap_or_default().non_update();
     let deploy = ctx
         .start_non_update(&ns, &name, NonUpdate::Scale(replicas), Some(&s))
@@ -473,15 +634,35 @@ struct RollbackBody {
     update_strategy: Option<RestStrategy>,
 }
 
-async fn rollback(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Reply {
+async fn rollback(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
     names(&ns, &name)?;
     let b: RollbackBody = decode_body(&body)?;
-    guard(&ctx, &headers, "application.Application/Rollback", &ns, Some(&name)).await?;
+    let target = Target {
+        cloneset: Some(&name),
+        deployflow: b.deploy_name.as_deref().filter(|d| !d.is_empty()),
+        pod: None,
+    };
+    guard(
+        &ctx,
+        &headers,
+        "application.Application/Rollback",
+        &ns,
+        target,
+    )
+    .await?;
     let s = b.update_strategy.unwrap_or_default().update();
     let (deploy, to) = ctx
         .rollback(&ns, &name, b.deploy_name.as_deref().unwrap_or(""), Some(&s))
         .await?;
-    Ok(ok(StatusCode::CREATED, json!({"deployName": deploy, "rollbackTo": to})))
+    Ok(ok(
+        StatusCode::CREATED,
+        json!({"deployName": deploy, "rollbackTo": to}),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -492,16 +673,24 @@ struct PodQuery {
     no_sort: Option<bool>,
 }
 
-async fn pods(State(ctx): Ctx, Path(ns): Path<String>, Query(q): Query<PodQuery>, headers: HeaderMap) -> Reply {
+async fn pods(
+    State(ctx): Ctx,
+    Path(ns): Path<String>,
+    Query(q): Query<PodQuery>,
+    headers: HeaderMap,
+) -> Reply {
     triton_core::api::namespace("namespace", &ns, false)?;
-    guard(&ctx, &headers, "pod.Pod/Gets", &ns, None).await?;
+    guard(&ctx, &headers, "pod.Pod/Gets", &ns, Target::default()).await?;
     let f = triton_proto::pod::PodFilter {
         namespace: ns,
         instance_name: q.instance_name.unwrap_or_default(),
         ip: q.ip.unwrap_or_default(),
     };
     let v = ctx.pod_gets(&f, q.no_sort.unwrap_or(false))?;
-    Ok(ok(StatusCode::OK, Value::Array(v.iter().map(pod_json).collect())))
+    Ok(ok(
+        StatusCode::OK,
+        Value::Array(v.iter().map(pod_json).collect()),
+    ))
 }
 
 fn pod_json(p: &triton_proto::pod::PodInfo) -> Value {
@@ -512,9 +701,13 @@ fn pod_json(p: &triton_proto::pod::PodInfo) -> Value {
         "updateRevision": p.update_revision})
 }
 
-async fn pod(State(ctx): Ctx, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Reply {
+async fn pod(
+    State(ctx): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
     names(&ns, &name)?;
-    guard(&ctx, &headers, "pod.Pod/Get", &ns, Some(&name)).await?;
+    guard(&ctx, &headers, "pod.Pod/Get", &ns, Target::pod(&name)).await?;
     Ok(ok(StatusCode::OK, pod_json(&ctx.pod_get(&ns, &name)?)))
 }
 

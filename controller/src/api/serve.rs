@@ -34,13 +34,15 @@ pub async fn grpc_router(ctx: Arc<ApiContext>) -> anyhow::Result<axum::Router> {
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(triton_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    Ok(tonic::service::Routes::new(DeployFlowServer::new(svc.clone()))
-        .add_service(ApplicationServer::new(svc.clone()))
-        .add_service(PodServer::new(svc))
-        .add_service(health)
-        .add_service(v1)
-        .add_service(v1alpha)
-        .into_axum_router())
+    Ok(
+        tonic::service::Routes::new(DeployFlowServer::new(svc.clone()))
+            .add_service(ApplicationServer::new(svc.clone()))
+            .add_service(PodServer::new(svc))
+            .add_service(health)
+            .add_service(v1)
+            .add_service(v1alpha)
+            .into_axum_router(),
+    )
 }
 
 /// Binds `addr` (failing at once when it cannot) and serves `router` on it for ever.
@@ -75,17 +77,18 @@ pub async fn serve(
             let result = match acceptor {
                 None => builder.serve_connection(TokioIo::new(tcp), svc).await,
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, what, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, what, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, what, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, what, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     builder.serve_connection(TokioIo::new(tls), svc).await
                 }
             };
