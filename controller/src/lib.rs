@@ -106,6 +106,9 @@ pub struct Args {
     /// How long a token review and an access review are trusted.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUTH_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub api_auth_ttl: std::time::Duration,
+    /// Connections each API listener serves at once; more wait in the listen backlog.
+    #[arg(long, env = "TRITON_CONTROLLER_API_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_max_connections: u32,
     /// Audiences a caller's token must be for (comma-separated); empty: the API server's own.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUDIENCES", value_delimiter = ',')]
     pub api_audiences: Vec<String>,
@@ -150,17 +153,20 @@ async fn start_api(
     let rest = api::serve::bind(args.rest_listen, "REST API").await?;
     let grpc_router = api::serve::grpc_router(ctx.clone()).await?;
     let rest_router = api::rest::router(ctx);
+    let max = args.api_max_connections as usize;
     tokio::spawn(api::serve::serve(
         grpc,
         tls.clone(),
         grpc_router,
         "gRPC API",
+        max,
     ));
     tokio::spawn(api::serve::serve(
         rest,
         tls.clone(),
         rest_router,
         "REST API",
+        max,
     ));
     tracing::info!(grpc = %args.grpc_listen, rest = %args.rest_listen, tls = tls.is_some(), auth = !args.insecure_anonymous, "API listening");
     Ok(())

@@ -587,4 +587,67 @@ mod tests {
         assert_eq!(scale_action(2, 3), Action::ScaleIn);
         assert_eq!(short_revision("sample-6ddf9b7cf4"), "6ddf9b7cf4");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any string: accepted exactly when it is a number of pods (≤ 100000) or a
+            /// percentage (≤ 100%), else refused naming the field; never a panic.
+            #[test]
+            fn batch_size_accepts_exactly_numbers_and_percentages(s in ".{0,10}") {
+                let digits = |t: &str| !t.is_empty() && t.len() <= 6 && t.bytes().all(|b| b.is_ascii_digit());
+                let expected = if s.is_empty() {
+                    Some(None)
+                } else if let Some(p) = s.strip_suffix('%') {
+                    (digits(p) && p.parse::<i32>().is_ok_and(|p| p <= 100))
+                        .then(|| Some(BatchSize::Percent(p.parse().unwrap())))
+                } else {
+                    (digits(&s) && s.parse::<i32>().is_ok_and(|n| n <= 100_000))
+                        .then(|| Some(BatchSize::Count(s.parse().unwrap())))
+                };
+                match (batch_size("strategy.batchSize", &s), expected) {
+                    (Ok(got), Some(want)) => prop_assert_eq!(got, want),
+                    (Err(e), None) => prop_assert_eq!(e.field, "strategy.batchSize"),
+                    (got, want) => prop_assert!(false, "{s:?}: got {got:?}, expected {want:?}"),
+                }
+            }
+
+            #[test]
+            fn numeric_batch_sizes_round_trip(n in 0i32..=100_000, p in 0i32..=100) {
+                prop_assert_eq!(batch_size("b", &n.to_string()), Ok(Some(BatchSize::Count(n))));
+                prop_assert_eq!(batch_size("b", &format!("{p}%")), Ok(Some(BatchSize::Percent(p))));
+            }
+
+            /// Names, namespaces, stages, modes, actions and pages: any input is accepted or
+            /// refused with its field named, never a panic.
+            #[test]
+            fn validators_name_the_field_they_refuse(s in "\\PC{0,300}", start in any::<i32>(), size in any::<i32>()) {
+                for (field, r) in [
+                    ("n", object_name("n", &s)),
+                    ("ns", namespace("ns", &s, true)),
+                    ("l", dns_label("l", &s)),
+                    ("m", mode("m", &s)),
+                    ("st", stage("st", &s).map(|_| ())),
+                    ("a", action("a", &s).map(|_| ())),
+                ] {
+                    if let Err(e) = r {
+                        prop_assert_eq!(e.field.as_str(), field);
+                        prop_assert!(!e.reason.is_empty());
+                    }
+                }
+                match page("filter.", start, size) {
+                    Ok(p) => prop_assert!(p.size >= 1 && p.size <= MAX_PAGE_SIZE as usize),
+                    Err(e) => prop_assert!(e.field == "filter.start" || e.field == "filter.pageSize"),
+                }
+            }
+
+            /// A valid object name is a DNS subdomain.
+            #[test]
+            fn generated_names_are_accepted(s in "[a-z0-9]([a-z0-9.-]{0,60}[a-z0-9])?") {
+                prop_assert!(object_name("n", &s).is_ok());
+            }
+        }
+    }
 }

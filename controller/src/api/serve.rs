@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +20,11 @@ use super::grpc::Services;
 
 /// A TLS handshake must finish in this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1 request's headers must arrive in this time (a slow client holds no slot for ever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings find clients that vanished without closing (a long Watch would hold its stream).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The gRPC services as one router: DeployFlow, Application, Pod, health and reflection.
 pub async fn grpc_router(ctx: Arc<ApiContext>) -> anyhow::Result<axum::Router> {
@@ -52,15 +57,38 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {what}: {e}"))
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (with prior knowledge in plaintext, by ALPN over TLS).
+/// Serves HTTP/1.1 and HTTP/2 (with prior knowledge in plaintext, by ALPN over TLS), at most
+/// `max_connections` at once (at the cap, new connections wait in the listen backlog).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ReloadingCert>>,
     router: axum::Router,
     what: &'static str,
+    max_connections: usize,
 ) {
     let acceptor = tls.map(|c| TlsAcceptor::from(Arc::new(c.server_config())));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     loop {
+        if slots.available_permits() == 0 {
+            tracing::warn!(
+                what,
+                max_connections,
+                "connection limit reached: accepting again when one closes"
+            );
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(error) => {
@@ -70,10 +98,10 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (router, acceptor) = (router.clone(), acceptor.clone());
+        let (router, acceptor, builder) = (router.clone(), acceptor.clone(), builder.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = TowerToHyperService::new(router);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
                 None => builder.serve_connection(TokioIo::new(tcp), svc).await,
                 Some(acceptor) => {
