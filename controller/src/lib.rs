@@ -109,6 +109,10 @@ pub struct Args {
     /// Connections each API listener serves at once; more wait in the listen backlog.
     #[arg(long, env = "TRITON_CONTROLLER_API_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
+    /// Streams (Watch, ListAndWatch, Pause, Resume, Cancel) this replica serves at once; more
+    /// are refused with ResourceExhausted.
+    #[arg(long, env = "TRITON_CONTROLLER_API_MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_max_streams: u32,
     /// Audiences a caller's token must be for (comma-separated); empty: the API server's own.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUDIENCES", value_delimiter = ',')]
     pub api_audiences: Vec<String>,
@@ -299,6 +303,11 @@ fn on_leading(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()>
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Connections are file descriptors: up to the hard limit (the soft one is often 1024).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let client = Client::try_default().await?;
     let api_tls = api_tls(&args)?;
     let (changes, _) = tokio::sync::broadcast::channel(api::CHANGE_BUFFER);
@@ -458,6 +467,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         }),
         streams: Default::default(),
+        max_streams: args.api_max_streams as i64,
+        starting: Default::default(),
     });
     start_api(&args, api_tls, api_ctx.clone()).await?;
     tokio::spawn(admin(args.admin_listen, ready, ctx.clone(), api_ctx));

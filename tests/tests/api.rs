@@ -425,7 +425,23 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     .await;
     assert!(!msgs.last().unwrap().deploy.as_ref().unwrap().paused);
 
-    // Gets: default page size, instanceName and action filters.
+    // Gets: newest first (ties by name), a default page of 10, start, and the filters. Eleven
+    // more releases (of a missing application: they fail at once) make 13.
+    for i in 0..11 {
+        Flow::create(
+            &client,
+            &ns,
+            flow(
+                &format!("extra-{i:02}"),
+                "missing",
+                "restart",
+                1,
+                "nginx:1.25",
+                json!({}),
+            ),
+        )
+        .await;
+    }
     let all = |f: pb::DeployFilter| {
         let mut c = c.clone();
         async move {
@@ -434,37 +450,77 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
                 .map(|r| r.into_inner().deploys)
         }
     };
-    let listed = all(pb::DeployFilter {
-        namespace: ns.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        listed.len(),
-        2,
-        "page size 0 means the default, not an empty page"
+    let dfs = dynamic_api(&client, &ns, "apps.triton.io", "v1alpha1", "DeployFlow");
+    let mut expected: Vec<(String, String)> = dfs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| {
+            let v = serde_json::to_value(o).unwrap();
+            (
+                v["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                v["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let expected: Vec<String> = expected.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(expected.len(), 13);
+    let names = |v: Vec<pb::Deploy>| v.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    let first = names(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
     );
-    let only_a = all(pb::DeployFilter {
-        namespace: ns.clone(),
-        instance_name: "codes-a".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        only_a.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-        vec![done.name.as_str()]
+    assert_eq!(first, expected[..10], "page size 0 means 10, newest first");
+    let rest = names(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            start: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
     );
-    let page = all(pb::DeployFilter {
+    assert_eq!(rest, expected[10..]);
+    let page = names(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            start: 3,
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    assert_eq!(page, expected[3..5]);
+    let only_a = names(
+        all(pb::DeployFilter {
+            namespace: ns.clone(),
+            instance_name: "codes-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    assert_eq!(only_a, vec![done.name.clone()]);
+    let restarts = all(pb::DeployFilter {
         namespace: ns.clone(),
-        start: 1,
-        page_size: 1,
+        action: "restart".into(),
+        page_size: 100,
         ..Default::default()
     })
     .await
     .unwrap();
-    assert_eq!(page.len(), 1);
+    assert_eq!(restarts.len(), 11, "the action filter");
     let (code, msg) = code_of(
         all(pb::DeployFilter {
             namespace: ns.clone(),
@@ -638,6 +694,47 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
         (Code::InvalidArgument, true),
         "{msg}"
     );
+    let two = live_names(
+        &triton_e2e::pods(
+            &Api::<Pod>::namespaced(client.clone(), &ns),
+            "app.kubernetes.io/instance=app-two",
+        )
+        .await,
+    );
+    let (code, msg) = code_of(
+        apps.scale(scale(
+            "app-two",
+            3,
+            Some(pb::NonUpdateStrategy {
+                pods_to_delete: vec![two[0].clone()],
+                batch_size: "1".into(),
+                ..Default::default()
+            }),
+        ))
+        .await,
+    );
+    assert_eq!(
+        (code, msg.contains("scale out")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (code, msg) = code_of(
+        apps.scale(scale(
+            "app-two",
+            1,
+            Some(pb::NonUpdateStrategy {
+                pods_to_delete: two.clone(),
+                batch_size: "1".into(),
+                ..Default::default()
+            }),
+        ))
+        .await,
+    );
+    assert_eq!(
+        (code, msg.starts_with("strategy.podsToDelete:")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
     // A release in progress holds its CloneSet: a new one and a Delete are refused.
     let (code, msg) = code_of(
         apps.restart(app::RestartRequest {
@@ -742,8 +839,7 @@ async fn application_and_pod_rpcs_return_each_object_and_refuse_bad_requests() {
 }
 
 #[tokio::test]
-async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions_and_a_gone_client_frees_it()
- {
+async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions() {
     let client = client().await;
     let ns = namespace(&client, "api-law").await;
     let first = finished(&client, &ns, "law-a").await;
@@ -807,34 +903,7 @@ async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions_and_
     };
     assert_eq!(d[0].name, second.name);
 
-    // A client that goes away frees its stream.
-    let admin = testenv_var("TRITON_CONTROLLER_ADMIN");
-    let open = |admin: String| async move {
-        let body = http_get(&admin, "/metrics").await;
-        body.lines()
-            .find_map(|l| l.strip_prefix("triton_controller_api_streams "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(-1)
-    };
-    let with = open(admin.clone()).await;
-    assert!(with >= 1, "our stream is counted: {with}");
     drop(s);
-    eventually(
-        "the controller to free the dropped ListAndWatch",
-        Duration::from_secs(10),
-        || {
-            let admin = admin.clone();
-            async move {
-                let now = open(admin).await;
-                if now < with {
-                    Ok(())
-                } else {
-                    Err(format!("still {now} open streams"))
-                }
-            }
-        },
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -1012,6 +1081,49 @@ async fn apply_restart_and_rollback_to_a_named_deployflow_and_to_the_previous_re
         after.iter().all(|p| !before.contains(p)),
         "every pod re-created: {before:?} → {after:?}"
     );
+}
+
+#[tokio::test]
+async fn resume_of_a_failed_batch_whose_pods_still_fail_ends_its_stream_with_the_refusal() {
+    let client = client().await;
+    let ns = namespace(&client, "api-resume").await;
+    let mut m = flow(
+        "crash-v1",
+        "crash",
+        "create",
+        1,
+        "nginx:1.25",
+        json!({"mode": "auto"}),
+    );
+    m["spec"]["application"]["template"]["metadata"]["annotations"] =
+        json!({"e2e.triton.io/crash": "true"});
+    let df = Flow::create(&client, &ns, m).await;
+    df.wait_batch(1, "SmokeFailed", LONG).await;
+    df.wait_object("status.paused after SmokeFailed", LONG, |o| {
+        o["status"]["paused"] == true
+    })
+    .await;
+    let mut c = DeployFlowClient::new(channel(&grpc_addr()).await);
+    let mut s = c
+        .resume(pb::DeployMetaRequest {
+            deploy: meta(&ns, &df.name),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(LONG, async {
+        loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the Resume stream ended without the refusal"),
+            }
+        }
+    })
+    .await
+    .expect("the refusal within the timeout");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with("resume refused"), "{err:?}");
 }
 
 /// The next ListAndWatch message (bounded in time).

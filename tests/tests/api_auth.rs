@@ -134,5 +134,61 @@ async fn the_api_refuses_callers_without_a_valid_token_or_rbac_and_a_standby_ser
         "{r:?}"
     );
 
+    let r = rest(
+        "POST",
+        &format!("{url}/next"),
+        None,
+        Some(&nobody),
+        Some(ca),
+    )
+    .await;
+    assert_eq!(r.0, 403, "a REST write without RBAC: {r:?}");
+
+    // A client that goes away frees its stream (this standby serves only this test's streams).
+    let open = |admin: String| async move {
+        http_get(&admin, "/metrics")
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("triton_controller_api_streams "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    assert_eq!(open(standby.admin.clone()).await, Some(0));
+    let stream = c
+        .watch(with_token(
+            pb::WatchRequest {
+                deploy: meta(&ns, &df.name),
+                target: Some(pb::TargetState {
+                    stage: "Baked".into(),
+                    batches: 3,
+                }),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually("the Watch counted", Duration::from_secs(10), || {
+        let admin = standby.admin.clone();
+        async move {
+            if open(admin).await == Some(1) {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        }
+    })
+    .await;
+    drop(stream);
+    drop(c);
+    eventually("the dropped Watch freed", Duration::from_secs(10), || {
+        let admin = standby.admin.clone();
+        async move {
+            match open(admin).await {
+                Some(0) => Ok(()),
+                other => Err(format!("{other:?} streams open")),
+            }
+        }
+    })
+    .await;
     standby.stop().await;
 }

@@ -144,17 +144,49 @@ type Decision = (std::result::Result<(), String>, Instant);
 /// A cached token review: the caller, or why the token is refused; and when it was made.
 type Identity = (std::result::Result<Caller, String>, Instant);
 
-/// Checks tokens and permissions against the API server, with short-lived caches.
+/// Checks tokens and permissions against the API server, with short-lived caches keyed by
+/// SHA-256 digests (a cache entry is small whatever the caller sent).
 pub struct Authorizer {
     client: Client,
     ttl: Duration,
     audiences: Vec<String>,
-    tokens: Mutex<HashMap<String, Identity>>,
-    decisions: Mutex<HashMap<String, Decision>>,
+    tokens: Mutex<HashMap<Digest, Identity>>,
+    decisions: Mutex<HashMap<Digest, Decision>>,
+    /// Reviews in flight: the API server's budget is shared with the release engine.
+    reviews: tokio::sync::Semaphore,
 }
 
-/// Entries kept per cache before it is emptied (a bound, not an LRU: refills cost one review).
+type Digest = [u8; 32];
+
+fn digest(parts: &[&[u8]]) -> Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        // Length-prefixed, so no two different part lists hash the same bytes.
+        ctx.update(&(p.len() as u64).to_le_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Entries kept per cache; at the bound, expired entries go first, then all (refills cost one
+/// review each).
 const CACHE_BOUND: usize = 10_000;
+/// Reviews sent to the API server at once.
+const MAX_REVIEWS_IN_FLIGHT: usize = 64;
+/// Longer bearer tokens are refused unread (ServiceAccount tokens are ~1 KiB).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+fn insert_bounded<V>(map: &mut HashMap<Digest, (V, Instant)>, key: Digest, v: V, ttl: Duration) {
+    if map.len() >= CACHE_BOUND {
+        map.retain(|_, (_, at)| at.elapsed() < ttl);
+        if map.len() >= CACHE_BOUND {
+            map.clear();
+        }
+    }
+    map.insert(key, (v, Instant::now()));
+}
 
 impl Authorizer {
     /// `audiences` empty: the API server's own (a ServiceAccount token from `kubectl create
@@ -166,6 +198,7 @@ impl Authorizer {
             audiences,
             tokens: Mutex::default(),
             decisions: Mutex::default(),
+            reviews: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
         }
     }
 
@@ -190,6 +223,22 @@ impl Authorizer {
                     "no bearer token: send `authorization: Bearer <Kubernetes token>`".into(),
                 )
             })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthenticated(format!(
+                "the bearer token is longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        // What the caller names is validated before anything is reviewed or cached.
+        triton_core::api::namespace("namespace", namespace, true)?;
+        for (field, name) in [
+            ("deployflow", target.deployflow),
+            ("cloneset", target.cloneset),
+            ("pod", target.pod),
+        ] {
+            if let Some(n) = name {
+                triton_core::api::object_name(field, n)?;
+            }
+        }
         let caller = self.authenticate(token).await?;
         let needs = needs(method).ok_or_else(|| {
             ApiError::Forbidden(format!("{method} is not in the permission table"))
@@ -202,11 +251,13 @@ impl Authorizer {
     }
 
     async fn authenticate(&self, token: &str) -> Result<Caller> {
-        if let Some((r, at)) = self.tokens.lock().expect("lock").get(token)
+        let key = digest(&[token.as_bytes()]);
+        if let Some((r, at)) = self.tokens.lock().expect("lock").get(&key)
             && at.elapsed() < self.ttl
         {
             return r.clone().map_err(ApiError::Unauthenticated);
         }
+        let _slot = self.reviews.acquire().await.expect("never closed");
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -219,7 +270,19 @@ impl Authorizer {
             .await
             .map_err(|e| ApiError::kube("reviewing the bearer token", e))?;
         let status = reviewed.status.unwrap_or_default();
+        // With audiences asked for, the API server must confirm one of them (an authenticator
+        // that ignores audiences would otherwise pass any token).
+        let audience_ok = self.audiences.is_empty()
+            || status
+                .audiences
+                .iter()
+                .flatten()
+                .any(|a| self.audiences.contains(a));
         let result = match (status.authenticated, status.user) {
+            (Some(true), Some(_)) if !audience_ok => Err(format!(
+                "the bearer token is not for the audience {}",
+                self.audiences.join(" or ")
+            )),
             (Some(true), Some(u)) => Ok(Caller {
                 user: u.username.unwrap_or_default(),
                 uid: u.uid.unwrap_or_default(),
@@ -231,11 +294,12 @@ impl Authorizer {
                 status.error.map(|e| format!(": {e}")).unwrap_or_default()
             )),
         };
-        let mut tokens = self.tokens.lock().expect("lock");
-        if tokens.len() >= CACHE_BOUND {
-            tokens.clear();
-        }
-        tokens.insert(token.to_string(), (result.clone(), Instant::now()));
+        insert_bounded(
+            &mut self.tokens.lock().expect("lock"),
+            key,
+            result.clone(),
+            self.ttl,
+        );
         result.map_err(ApiError::Unauthenticated)
     }
 
@@ -246,20 +310,25 @@ impl Authorizer {
         namespace: &str,
         name: Option<&str>,
     ) -> Result<()> {
-        let key = format!(
-            "{}\u{0}{}\u{0}{}\u{0}{}/{}\u{0}{namespace}\u{0}{}",
-            caller.user,
-            caller.groups.join(","),
-            need.verb,
-            need.group,
-            need.resource,
-            name.unwrap_or("")
-        );
+        let extra = serde_json::to_vec(&caller.extra).unwrap_or_default();
+        let mut parts: Vec<&[u8]> = vec![
+            caller.user.as_bytes(),
+            caller.uid.as_bytes(),
+            &extra,
+            need.verb.as_bytes(),
+            need.group.as_bytes(),
+            need.resource.as_bytes(),
+            namespace.as_bytes(),
+            name.unwrap_or("").as_bytes(),
+        ];
+        parts.extend(caller.groups.iter().map(|g| g.as_bytes()));
+        let key = digest(&parts);
         if let Some((r, at)) = self.decisions.lock().expect("lock").get(&key)
             && at.elapsed() < self.ttl
         {
             return r.clone().map_err(ApiError::Forbidden);
         }
+        let _slot = self.reviews.acquire().await.expect("never closed");
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(caller.user.clone()),
@@ -307,11 +376,12 @@ impl Authorizer {
                     .unwrap_or_default()
             ))
         };
-        let mut decisions = self.decisions.lock().expect("lock");
-        if decisions.len() >= CACHE_BOUND {
-            decisions.clear();
-        }
-        decisions.insert(key, (result.clone(), Instant::now()));
+        insert_bounded(
+            &mut self.decisions.lock().expect("lock"),
+            key,
+            result.clone(),
+            self.ttl,
+        );
         result.map_err(ApiError::Forbidden)
     }
 }
@@ -351,6 +421,22 @@ mod tests {
         assert_eq!(t.name_for(&df("create")), None, "a create names no object");
         assert_eq!(t.name_for(&cs("get")), Some("app"));
         assert_eq!(t.name_for(&pods("list")), None);
+    }
+
+    #[test]
+    fn cache_keys_are_digests_that_tell_part_lists_apart() {
+        assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]));
+        assert_eq!(digest(&[b"x"]), digest(&[b"x"]));
+        let mut m = HashMap::new();
+        for i in 0..(CACHE_BOUND + 5) {
+            insert_bounded(
+                &mut m,
+                digest(&[&i.to_le_bytes()]),
+                (),
+                Duration::from_secs(60),
+            );
+        }
+        assert!(m.len() <= CACHE_BOUND, "bounded: {}", m.len());
     }
 
     #[test]

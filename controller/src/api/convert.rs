@@ -118,7 +118,7 @@ fn batch(c: &BatchCondition) -> pb::Batch {
 
 /// The application's ids and name, from the labels `app`, `group` and
 /// `app.kubernetes.io/name` of a CloneSet's pod template (0 / "" when absent or not a number).
-pub fn app_identity(labels: &std::collections::BTreeMap<String, String>) -> (i32, i32, String) {
+pub fn app_identity(labels: &std::collections::BTreeMap<String, String>) -> (i64, i64, String) {
     let num = |k: &str| labels.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
     (
         num(APP_LABEL),
@@ -161,6 +161,7 @@ pub fn instance(cs: &RawCloneSet) -> app::Instance {
         CloneSetView::from_value(serde_json::to_value(cs).unwrap_or_default()).unwrap_or_default();
     let labels = view.template_labels().clone();
     let (app_id, group_id, _) = app_identity(&labels);
+    let (app_id, group_id) = (clamp(app_id), clamp(group_id));
     let template: Option<k8s_openapi::api::core::v1::PodTemplateSpec> =
         serde_json::from_value(cs.data["spec"]["template"].clone()).ok();
     let containers = template

@@ -70,7 +70,7 @@ impl DeployFlow for Services {
             Target::deployflow(name),
         )
         .await?;
-        Ok(reply(self.0.get(ns, name)?))
+        Ok(reply(self.0.get(ns, name).await?))
     }
 
     async fn gets(&self, req: Request<pb::DeploysRequest>) -> R<pb::DeploysReply> {
@@ -183,11 +183,11 @@ impl DeployFlow for Services {
             Target::deployflow(name),
         )
         .await?;
-        Ok(Response::new(self.0.watch(
-            ns,
-            name,
-            req.get_ref().target.as_ref(),
-        )?))
+        let stream = self
+            .0
+            .watch(ns, name, req.get_ref().target.as_ref())
+            .await?;
+        Ok(Response::new(stream))
     }
 
     type ListAndWatchStream = DeploysStream;

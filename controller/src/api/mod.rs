@@ -50,6 +50,10 @@ pub struct ApiContext {
     pub auth: Option<auth::Authorizer>,
     /// Open streams (Watch, ListAndWatch, Cancel, Pause, Resume), for the metric and the tests.
     pub streams: AtomicI64,
+    /// The most streams this replica serves at once (`--api-max-streams`).
+    pub max_streams: i64,
+    /// Instances a request is starting a release of on this replica (check, create, wait).
+    pub starting: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl ApiContext {
@@ -92,6 +96,9 @@ pub enum ApiError {
     /// The cache has not seen the object in time: Unavailable, 503.
     #[error("{0}")]
     Timeout(String),
+    /// Too many streams open: ResourceExhausted, 429.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl ApiError {
@@ -122,6 +129,7 @@ impl ApiError {
             ApiError::Forbidden(_) => Code::PermissionDenied,
             ApiError::Conflict(_) => Code::Aborted,
             ApiError::Kube { .. } | ApiError::Timeout(_) => Code::Unavailable,
+            ApiError::Exhausted(_) => Code::ResourceExhausted,
         }
     }
 
@@ -134,6 +142,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Kube { .. } | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

@@ -109,9 +109,17 @@ impl Key {
 struct StreamGuard(Arc<ApiContext>);
 
 impl StreamGuard {
-    fn new(ctx: &Arc<ApiContext>) -> Self {
-        ctx.streams.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(ctx.clone())
+    /// Counts a new stream, or refuses it at `--api-max-streams`.
+    fn new(ctx: &Arc<ApiContext>) -> Result<Self> {
+        let open = ctx.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = StreamGuard(ctx.clone());
+        if open > ctx.max_streams {
+            return Err(ApiError::Exhausted(format!(
+                "{} streams are open, the most this replica serves (--api-max-streams); retry later",
+                ctx.max_streams
+            )));
+        }
+        Ok(guard)
     }
 }
 
@@ -146,26 +154,48 @@ impl ApiContext {
 
     // ---- DeployFlow -------------------------------------------------------------------------
 
-    pub fn get(&self, ns: &str, name: &str) -> Result<pb::Deploy> {
-        Ok(convert::deploy(&self.cached_typed(ns, name)?))
+    pub async fn get(&self, ns: &str, name: &str) -> Result<pb::Deploy> {
+        Ok(convert::deploy(&self.fresh_typed(ns, name).await?))
+    }
+
+    /// From the cache, or, when this replica's cache has not seen it yet (created a moment ago
+    /// through another replica), from the API server.
+    async fn fresh_typed(&self, ns: &str, name: &str) -> Result<DeployFlow> {
+        match self.cached_typed(ns, name) {
+            Err(ApiError::NotFound(_)) => match self.df_api(ns).get(name).await {
+                Ok(df) => Ok(df),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")))
+                }
+                Err(kube::Error::SerdeError(e)) => Err(unreadable(ns, name, e)),
+                Err(e) => Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+            },
+            other => other,
+        }
     }
 
     /// Gets (reference §4.3, defects fixed: the instanceName and action filters work, a page
     /// size of 0 means 10).
     pub fn gets(&self, filter: &pb::DeployFilter) -> Result<Vec<pb::Deploy>> {
+        Ok(self.page_of(filter)?.iter().map(convert::deploy).collect())
+    }
+
+    /// One page of the filtered DeployFlows, newest first, from one cache snapshot.
+    fn page_of(&self, filter: &pb::DeployFilter) -> Result<Vec<DeployFlow>> {
         let f = Filter::new(filter, "filter.")?;
         let page = core::page("filter.", filter.start, filter.page_size)?;
         let items: Vec<Listed> = self
             .deployflows
             .state()
             .iter()
+            .filter(|raw| f.in_namespace(raw))
             .filter_map(|raw| decode(raw).ok())
             .filter(|df| f.matches(df))
             .map(Listed)
             .collect();
         Ok(core::paginate(items, page)
-            .iter()
-            .map(|l| convert::deploy(&l.0))
+            .into_iter()
+            .map(|l| l.0)
             .collect())
     }
 
@@ -182,23 +212,44 @@ impl ApiContext {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let live = match api.get(name).await {
-                Ok(df) => df,
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    return Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")));
-                }
-                Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
-                Err(e) => return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+            // The cache first (one API call per verb); the resourceVersion precondition refuses
+            // a stale copy, and the retry reads the object from the API server.
+            let cached = (attempt == 1)
+                .then(|| self.cached_df(ns, name))
+                .flatten()
+                .and_then(|raw| decode(&raw).ok());
+            let from_cache = cached.is_some();
+            let live = match cached {
+                Some(df) => df,
+                None => match api.get(name).await {
+                    Ok(df) => df,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        return Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")));
+                    }
+                    Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
+                    Err(e) => {
+                        return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e));
+                    }
+                },
             };
+            // A refusal is decided on the API server's copy, never on a cache that may lag.
             if finished(&live) {
+                if from_cache {
+                    continue;
+                }
                 return Err(Refusal::Finished {
                     phase: phase(&live),
                 }
                 .into());
             }
+            let fields = match body(&live) {
+                Ok(f) => f,
+                Err(ApiError::Refused(_)) if from_cache => continue,
+                Err(e) => return Err(e),
+            };
             let patch = json!({
                 "metadata": {"resourceVersion": live.resource_version()},
-                "spec": {live.spec.strategy_key(): body(&live)?},
+                "spec": {live.spec.strategy_key(): fields},
             });
             let pp = PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -245,8 +296,17 @@ impl ApiContext {
         if t.batches > 0 {
             body.insert("batches".into(), json!(t.batches));
         }
+        let body = Value::Object(body);
         let df = self
-            .patch_strategy(ns, name, |_| Ok(Value::Object(body.clone())))
+            .patch_strategy(ns, name, |live| {
+                fields_fit(live, &body).map_err(|e| match e {
+                    ApiError::Invalid(f) => {
+                        FieldError::new(format!("target.{}", f.field), f.reason).into()
+                    }
+                    other => other,
+                })?;
+                Ok(body.clone())
+            })
             .await?;
         Ok(convert::deploy(&df))
     }
@@ -268,6 +328,7 @@ impl ApiContext {
         name: &str,
         what: Interrupt,
     ) -> Result<DeployStream> {
+        let guard = StreamGuard::new(self)?;
         let sub = self.changes.subscribe();
         let body = match what {
             Interrupt::Pause => json!({"paused": true}),
@@ -298,6 +359,7 @@ impl ApiContext {
             Interrupt::Cancel => Box::new(|df, _| (finished(df)).then_some(Ok(()))),
         };
         Ok(self.follow(
+            guard,
             Key {
                 ns: ns.into(),
                 name: name.into(),
@@ -310,7 +372,7 @@ impl ApiContext {
 
     /// Watch: the DeployFlow now and on every change, until the target (the request's, else
     /// the spec's) is reached, the release finishes or the DeployFlow is deleted.
-    pub fn watch(
+    pub async fn watch(
         self: &Arc<Self>,
         ns: &str,
         name: &str,
@@ -323,9 +385,11 @@ impl ApiContext {
             )),
             _ => None,
         };
+        let guard = StreamGuard::new(self)?;
         let sub = self.changes.subscribe();
-        let first = self.cached_typed(ns, name)?;
+        let first = self.fresh_typed(ns, name).await?;
         Ok(self.follow(
+            guard,
             Key {
                 ns: ns.into(),
                 name: name.into(),
@@ -340,6 +404,7 @@ impl ApiContext {
     /// DeployFlow is deleted, or the client goes away (which ends the task at once).
     fn follow(
         self: &Arc<Self>,
+        guard: StreamGuard,
         key: Key,
         mut sub: broadcast::Receiver<Change>,
         first: Option<DeployFlow>,
@@ -348,7 +413,7 @@ impl ApiContext {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ctx = self.clone();
         tokio::spawn(async move {
-            let _guard = StreamGuard::new(&ctx);
+            let _guard = guard;
             let mut last = 0u64;
             let send = |df: DeployFlow, last: &mut u64| {
                 let version = rv(&df);
@@ -367,6 +432,10 @@ impl ApiContext {
                             deploy: Some(convert::deploy(&df)),
                         };
                         if tx.send(Ok(reply)).await.is_err() {
+                            return;
+                        }
+                        if df.metadata.deletion_timestamp.is_some() {
+                            // Being deleted: no target will be reached.
                             return;
                         }
                         match until(&df, version) {
@@ -409,30 +478,23 @@ impl ApiContext {
     /// (deletions included) as a one-element reply, until the client goes away.
     pub fn list_and_watch(self: &Arc<Self>, filter: &pb::DeployFilter) -> Result<DeploysStream> {
         let f = Filter::new(filter, "filter.")?;
+        let guard = StreamGuard::new(self)?;
         let mut sub = self.changes.subscribe();
-        let first = self.gets(filter)?;
+        // Subscribed first, then listed: a change after the snapshot arrives as an event.
+        let first = self.page_of(filter)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ctx = self.clone();
         tokio::spawn(async move {
-            let _guard = StreamGuard::new(&ctx);
-            // The version sent per object, so a relist or a lag re-read sends only changes.
-            let mut sent: HashMap<(String, String), u64> = HashMap::new();
-            for d in &first {
-                sent.insert((d.namespace.clone(), d.name.clone()), 0);
-            }
-            if tx
-                .send(Ok(pb::DeploysReply { deploys: first }))
-                .await
-                .is_err()
-            {
+            let _guard = guard;
+            // The version sent per object (from the same snapshot as the list), so a relist or
+            // a lag re-read sends only changes.
+            let mut sent: HashMap<(String, String), u64> = first
+                .iter()
+                .map(|df| ((df.namespace().unwrap_or_default(), df.name_any()), rv(df)))
+                .collect();
+            let deploys = first.iter().map(convert::deploy).collect();
+            if tx.send(Ok(pb::DeploysReply { deploys })).await.is_err() {
                 return;
-            }
-            // The list came from the cache after we subscribed: what it showed is known.
-            for raw in ctx.deployflows.state() {
-                let k = (raw.namespace().unwrap_or_default(), raw.name_any());
-                if let Some(v) = sent.get_mut(&k) {
-                    *v = rv(raw.as_ref());
-                }
             }
             loop {
                 let changes: Vec<Change> = tokio::select! {
@@ -474,6 +536,9 @@ impl ApiContext {
                         d.deleted = true;
                         d
                     } else {
+                        if !f.in_namespace(&c.obj) {
+                            continue;
+                        }
                         let Ok(df) = decode(&c.obj) else { continue };
                         if !f.matches(&df) {
                             continue;
@@ -596,6 +661,19 @@ impl ApiContext {
             .map(|df| holder(&df))
     }
 
+    /// Marks `instance` as having a release started by this replica until the guard drops, so
+    /// two concurrent requests do not both pass the holder check (Busy for the second).
+    fn starting(&self, ns: &str, instance: &str) -> Result<StartingGuard<'_>> {
+        let key = (ns.to_string(), instance.to_string());
+        if !self.starting.lock().expect("lock").insert(key.clone()) {
+            return Err(Refusal::Other(format!(
+                "another request is starting a release of {ns}/{instance}; try again"
+            ))
+            .into());
+        }
+        Ok(StartingGuard { ctx: self, key })
+    }
+
     // ---- Application ------------------------------------------------------------------------
 
     fn cloneset(&self, ns: &str, name: &str) -> Result<(Arc<RawCloneSet>, CloneSetView)> {
@@ -642,60 +720,55 @@ impl ApiContext {
         let mut body = non_update_strategy(s)?;
         let (cs, view) = self.cloneset(ns, name)?;
         let current = view.spec.replicas;
-        let (action, replicas) = match action {
-            NonUpdate::Restart => {
-                if !s.pods_to_delete.is_empty() {
-                    return Err(FieldError::new(
-                        "strategy.podsToDelete",
-                        "a restart re-creates every pod; use Scale to delete pods",
-                    )
-                    .into());
-                }
-                (Action::Restart, current)
-            }
+        let (action, replicas, removable) = match action {
+            NonUpdate::Restart => (Action::Restart, current, current),
             NonUpdate::Scale(r) => {
                 core::bounded("replicas", r, 100_000)?;
                 let action = core::scale_action(r, current);
-                if !s.pods_to_delete.is_empty() {
-                    if action != Action::ScaleIn {
-                        return Err(FieldError::new("strategy.podsToDelete", format!("only a scale in deletes pods ({current} → {r} replicas is a scale out)")).into());
-                    }
-                    if s.pods_to_delete.len() as i32 > current - r {
-                        return Err(FieldError::new(
-                            "strategy.podsToDelete",
-                            format!(
-                                "{} pods named, but {current} → {r} removes {}",
-                                s.pods_to_delete.len(),
-                                current - r
-                            ),
-                        )
-                        .into());
-                    }
-                    for (i, p) in s.pods_to_delete.iter().enumerate() {
-                        let field = format!("strategy.podsToDelete[{i}]");
-                        core::object_name(&field, p)?;
-                        let pod = self.pods.get(&ObjectRef::<Pod>::new(p).within(ns));
-                        let ours = pod.as_ref().is_some_and(|pod| {
-                            pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
-                        });
-                        if !ours {
-                            return Err(FieldError::new(
-                                field,
-                                format!("{p} is not a pod of application {ns}/{name}"),
-                            )
-                            .into());
-                        }
-                    }
+                if !s.pods_to_delete.is_empty() && action != Action::ScaleIn {
+                    return Err(FieldError::new(
+                        "strategy.podsToDelete",
+                        format!(
+                            "only a scale in deletes pods ({current} → {r} replicas is a scale out)"
+                        ),
+                    )
+                    .into());
                 }
-                (action, r)
+                (action, r, current - r)
             }
         };
+        if !s.pods_to_delete.is_empty() && s.pods_to_delete.len() as i64 > removable.max(0) as i64 {
+            return Err(FieldError::new(
+                "strategy.podsToDelete",
+                format!(
+                    "{} pods named, but this release replaces or removes at most {removable}",
+                    s.pods_to_delete.len()
+                ),
+            )
+            .into());
+        }
+        for (i, p) in s.pods_to_delete.iter().enumerate() {
+            let field = format!("strategy.podsToDelete[{i}]");
+            core::object_name(&field, p)?;
+            let pod = self.pods.get(&ObjectRef::<Pod>::new(p).within(ns));
+            let ours = pod.as_ref().is_some_and(|pod| {
+                pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
+            });
+            if !ours {
+                return Err(FieldError::new(
+                    field,
+                    format!("{p} is not a pod of application {ns}/{name}"),
+                )
+                .into());
+            }
+        }
         let labels = view.template_labels().clone();
         if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE) {
             return Err(Refusal::Other(format!(
                 "CloneSet {ns}/{name} was not released by Triton (its pods lack the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}); release it once with an update"
             )).into());
         }
+        let _starting = self.starting(ns, name)?;
         core::may_start(self.holder(ns, name, Some(&view)).as_ref(), action)?;
         let (app_id, group_id, app_name) = convert::app_identity(&labels);
         if let Some(obj) = body.as_object_mut() {
@@ -763,13 +836,14 @@ impl ApiContext {
             }
             let template = serde_json::to_value(&a.template).unwrap_or_default();
             let id = Identity {
-                app_id: a.app_id as i32,
-                group_id: a.group_id as i32,
+                app_id: a.app_id,
+                group_id: a.group_id,
                 app_name: a.app_name.clone(),
                 instance: name.into(),
             };
             (template, id, deploy_name.to_string())
         };
+        let _starting = self.starting(ns, name)?;
         core::may_start(
             self.holder(ns, name, Some(&view)).as_ref(),
             Action::Rollback,
@@ -799,8 +873,18 @@ impl ApiContext {
             .as_str()
             .unwrap_or("")
             .to_string();
+        // Kruise labels a CloneSet's revisions with its selector's labels.
+        let selector = cs.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
         let revs = Api::<ControllerRevision>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| ApiError::kube(format!("listing the revisions of {ns}/{name}"), e))?;
         let mut owned: Vec<&ControllerRevision> = revs
@@ -842,14 +926,14 @@ impl ApiContext {
     /// Delete an application: refused while a running release holds it; a missing one counts
     /// as deleted.
     pub async fn app_delete(&self, ns: &str, name: &str) -> Result<()> {
-        let Some(cs) = self.cached_cs(ns, name) else {
-            return Ok(());
-        };
-        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
-            .unwrap_or_default();
-        if let Some(h) = self.holder(ns, name, Some(&view)) {
+        let view = self.cached_cs(ns, name).map(|cs| {
+            CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
+                .unwrap_or_default()
+        });
+        if let Some(h) = self.holder(ns, name, view.as_ref()) {
             return Err(Refusal::Held { holder: h.name }.into());
         }
+        // Deleted also when this replica's cache has not seen it (404 counts as deleted).
         match Api::<RawCloneSet>::namespaced(self.client.clone(), ns)
             .delete(name, &DeleteParams::default())
             .await
@@ -900,7 +984,14 @@ impl ApiContext {
                 .into());
             }
         }
+        let _starting = self.starting(ns, &req.instance)?;
         let existing = self.cached_cs(ns, &req.instance);
+        let mut id = Identity {
+            app_id: req.app_id as i64,
+            group_id: req.group_id as i64,
+            app_name: req.app_name.clone(),
+            instance: req.instance.clone(),
+        };
         let (action, template, replicas) = match &existing {
             None => (
                 Action::Create,
@@ -919,6 +1010,7 @@ impl ApiContext {
                 let view =
                     CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
                         .unwrap_or_default();
+                id = identity_for_update(id, view.template_labels())?;
                 core::may_start(
                     self.holder(ns, &req.instance, Some(&view)).as_ref(),
                     Action::Update,
@@ -938,23 +1030,11 @@ impl ApiContext {
                 Action::Create,
             )?;
         }
-        let mut manifest = generated(
-            ns,
-            Identity {
-                app_id: req.app_id,
-                group_id: req.group_id,
-                app_name: req.app_name.clone(),
-                instance: req.instance.clone(),
-            },
-            action,
-            replicas,
-            template,
-            ("updateStrategy", body),
-        );
+        let mut manifest = generated(ns, id, action, replicas, template, ("updateStrategy", body));
         manifest["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
             json!(req.last_applied.to_string());
         let name = self.create(ns, manifest).await?;
-        self.get(ns, &name).or_else(|_| {
+        self.get(ns, &name).await.or_else(|_| {
             Ok(pb::Deploy {
                 namespace: ns.into(),
                 name,
@@ -1006,6 +1086,17 @@ impl ApiContext {
             });
         }
         Ok(pods.iter().map(|p| convert::pod(p)).collect())
+    }
+}
+
+struct StartingGuard<'a> {
+    ctx: &'a ApiContext,
+    key: (String, String),
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.ctx.starting.lock().expect("lock").remove(&self.key);
     }
 }
 
@@ -1063,6 +1154,11 @@ impl Filter {
         })
     }
 
+    /// The namespace test on the raw object (before decoding it).
+    fn in_namespace(&self, raw: &RawDeployFlow) -> bool {
+        self.namespace.is_empty() || raw.metadata.namespace.as_deref() == Some(&self.namespace)
+    }
+
     fn matches(&self, df: &DeployFlow) -> bool {
         if !self.namespace.is_empty() && df.namespace().as_deref() != Some(&self.namespace) {
             return false;
@@ -1101,6 +1197,37 @@ impl core::Listed for Listed {
     fn name(&self) -> &str {
         self.0.metadata.name.as_deref().unwrap_or("")
     }
+}
+
+/// Strategy fields that fit the release's action: stages and canaries belong to create, update
+/// and rollback; podsToDelete to restart and scale, and only before the release has started
+/// (its work is sized at the start).
+fn fields_fit(live: &DeployFlow, fields: &Value) -> Result<()> {
+    let has = |k: &str| fields.get(k).is_some();
+    let action = convert::action_str(live);
+    if live.spec.action.is_revision_changing() {
+        if has("podsToDelete") {
+            return Err(FieldError::new(
+                "podsToDelete",
+                format!("a {action} release deletes no named pods"),
+            )
+            .into());
+        }
+    } else {
+        for k in ["stage", "canary", "noPullIn"] {
+            if has(k) {
+                return Err(FieldError::new(k, format!("a {action} release has no {k}")).into());
+            }
+        }
+        let phase = phase(live);
+        if has("podsToDelete") && !(phase.is_empty() || phase == "Pending") {
+            return Err(Refusal::Other(format!(
+                "podsToDelete cannot change once the release has started (phase {phase})"
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// A label value (an appName is the label `app.kubernetes.io/name`).
@@ -1178,9 +1305,48 @@ pub fn update_strategy(s: &pb::UpdateStrategy) -> Result<Value> {
     Ok(v)
 }
 
+/// The identity of an update: the request's, with what it leaves out (0, "") taken from the
+/// CloneSet's pod labels; a value that differs from them is refused (the labels are in the
+/// CloneSet's selector, which cannot change).
+fn identity_for_update(
+    mut id: Identity,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Identity> {
+    let (app, group, name) = convert::app_identity(labels);
+    for (field, given, have, label) in [
+        ("applicationSpec.appID", &mut id.app_id, app, APP_LABEL),
+        (
+            "applicationSpec.groupID",
+            &mut id.group_id,
+            group,
+            GROUP_LABEL,
+        ),
+    ] {
+        if *given == 0 {
+            *given = have;
+        } else if labels.contains_key(label) && *given != have {
+            return Err(FieldError::new(
+                field,
+                format!("{given} differs from the application's label {label}={have}; an update cannot change it"),
+            )
+            .into());
+        }
+    }
+    if id.app_name.is_empty() {
+        id.app_name = name;
+    } else if labels.contains_key(NAME_LABEL) && id.app_name != name {
+        return Err(FieldError::new(
+            "applicationSpec.appName",
+            format!("{:?} differs from the application's label {NAME_LABEL}={name}; an update cannot change it", id.app_name),
+        )
+        .into());
+    }
+    Ok(id)
+}
+
 struct Identity {
-    app_id: i32,
-    group_id: i32,
+    app_id: i64,
+    group_id: i64,
     app_name: String,
     instance: String,
 }
@@ -1303,6 +1469,81 @@ mod tests {
             df.spec.application.selector.match_labels.unwrap()["group"],
             "10010"
         );
+    }
+
+    fn typed(action: &str, phase: &str) -> DeployFlow {
+        serde_json::from_value(json!({"metadata": {"name": "d", "namespace": "n"},
+            "spec": {"action": action, "application": {"appID": 1, "groupID": 1, "appName": "a",
+                "instanceName": "i", "selector": {}, "template": {}, "replicas": 3}},
+            "status": {"phase": phase}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn strategy_fields_must_fit_the_action() {
+        let e = fields_fit(
+            &typed("restart", "BatchStarted"),
+            &json!({"stage": "Baked"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("stage:"), "{e}");
+        let e = fields_fit(
+            &typed("update", "BatchStarted"),
+            &json!({"podsToDelete": ["p"]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("podsToDelete:"), "{e}");
+        let e = fields_fit(
+            &typed("scale_in", "BatchStarted"),
+            &json!({"podsToDelete": ["p"]}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ApiError::Refused(_)), "{e}");
+        assert!(
+            fields_fit(
+                &typed("scale_in", "Pending"),
+                &json!({"podsToDelete": ["p"]})
+            )
+            .is_ok()
+        );
+        assert!(
+            fields_fit(
+                &typed("update", "BatchStarted"),
+                &json!({"stage": "Baked", "paused": true})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_update_takes_the_identity_it_leaves_out_from_the_cloneset_and_refuses_another() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("app".to_string(), "7".to_string()),
+            ("group".to_string(), "8".to_string()),
+            (NAME_LABEL.to_string(), "web".to_string()),
+        ]
+        .into();
+        let id = |app_id, app_name: &str| Identity {
+            app_id,
+            group_id: 0,
+            app_name: app_name.into(),
+            instance: "i".into(),
+        };
+        let got = identity_for_update(id(0, ""), &labels).unwrap();
+        assert_eq!(
+            (got.app_id, got.group_id, got.app_name.as_str()),
+            (7, 8, "web")
+        );
+        let e = identity_for_update(id(9, ""), &labels).err().unwrap();
+        assert!(e.to_string().starts_with("applicationSpec.appID:"), "{e}");
+        let e = identity_for_update(id(7, "other"), &labels).err().unwrap();
+        assert!(e.to_string().starts_with("applicationSpec.appName:"), "{e}");
+        let big = identity_for_update(
+            id(3_000_000_000, ""),
+            &[("app".to_string(), "3000000000".to_string())].into(),
+        )
+        .unwrap();
+        assert_eq!(big.app_id, 3_000_000_000, "appIDs beyond i32 survive");
     }
 
     #[test]

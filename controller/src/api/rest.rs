@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -235,7 +235,7 @@ async fn get_one(
         Target::deployflow(&name),
     )
     .await?;
-    let d = ctx.get(&ns, &name)?;
+    let d = ctx.get(&ns, &name).await?;
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
 }
 
@@ -673,12 +673,13 @@ struct PodQuery {
     no_sort: Option<bool>,
 }
 
-async fn pods(
-    State(ctx): Ctx,
-    Path(ns): Path<String>,
-    Query(q): Query<PodQuery>,
-    headers: HeaderMap,
-) -> Reply {
+async fn pods(State(ctx): Ctx, Path(ns): Path<String>, headers: HeaderMap, uri: Uri) -> Reply {
+    let q: PodQuery = match uri.query() {
+        None => PodQuery::default(),
+        Some(q) => {
+            serde_urlencoded::from_str(q).map_err(|e| FieldError::new("query", e.to_string()))?
+        }
+    };
     triton_core::api::namespace("namespace", &ns, false)?;
     guard(&ctx, &headers, "pod.Pod/Gets", &ns, Target::default()).await?;
     let f = triton_proto::pod::PodFilter {
