@@ -331,11 +331,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         watcher::Config::default(),
         2,
         move |o: &RawDeployFlow, deleted| {
-            // No receiver (no open stream) is fine.
-            let _ = tap.send(api::Change {
-                obj: Arc::new(o.clone()),
-                deleted,
-            });
+            // Decoded once here for every open stream; nothing to do when none is open.
+            if tap.receiver_count() > 0 {
+                let _ = tap.send(api::Change::new(Arc::new(o.clone()), deleted));
+            }
         },
     );
     fn ok<K>(

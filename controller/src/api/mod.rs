@@ -33,7 +33,20 @@ use crate::raw::{RawCloneSet, RawDeployFlow};
 #[derive(Clone, Debug)]
 pub struct Change {
     pub obj: Arc<RawDeployFlow>,
+    /// The object decoded once for every stream (`None` when it cannot be read).
+    pub typed: Option<Arc<crate::crd::DeployFlow>>,
     pub deleted: bool,
+}
+
+impl Change {
+    pub fn new(obj: Arc<RawDeployFlow>, deleted: bool) -> Self {
+        let typed = crate::reconcile::decode(&obj).ok().map(Arc::new);
+        Change {
+            obj,
+            typed,
+            deleted,
+        }
+    }
 }
 
 /// Changes buffered per stream before a slow stream re-reads the cache instead.

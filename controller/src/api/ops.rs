@@ -457,7 +457,7 @@ impl ApiContext {
                         if c.deleted {
                             return;
                         }
-                        pending = decode(&c.obj).ok();
+                        pending = c.typed.as_deref().cloned();
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -506,12 +506,12 @@ impl ApiContext {
                             let live: std::collections::HashSet<_> = now.iter()
                                 .map(|o| (o.namespace().unwrap_or_default(), o.name_any())).collect();
                             let mut cs: Vec<Change> = now.into_iter()
-                                .map(|obj| Change { obj, deleted: false }).collect();
+                                .map(|obj| Change::new(obj, false)).collect();
                             cs.extend(sent.keys().filter(|k| !live.contains(*k)).map(|(ns, n)| {
                                 let mut o = RawDeployFlow::default();
                                 o.metadata.namespace = Some(ns.clone());
                                 o.metadata.name = Some(n.clone());
-                                Change { obj: Arc::new(o), deleted: true }
+                                Change::new(Arc::new(o), true)
                             }));
                             cs
                         }
@@ -525,9 +525,9 @@ impl ApiContext {
                         if sent.remove(&k).is_none() {
                             continue;
                         }
-                        let mut d = match decode(&c.obj) {
-                            Ok(df) => convert::deploy(&df),
-                            Err(_) => pb::Deploy {
+                        let mut d = match c.typed.as_deref() {
+                            Some(df) => convert::deploy(df),
+                            None => pb::Deploy {
                                 namespace: k.0.clone(),
                                 name: k.1.clone(),
                                 ..Default::default()
@@ -539,16 +539,18 @@ impl ApiContext {
                         if !f.in_namespace(&c.obj) {
                             continue;
                         }
-                        let Ok(df) = decode(&c.obj) else { continue };
-                        if !f.matches(&df) {
+                        let Some(df) = c.typed.as_deref() else {
+                            continue;
+                        };
+                        if !f.matches(df) {
                             continue;
                         }
-                        let version = rv(&df);
+                        let version = rv(df);
                         if sent.get(&k).is_some_and(|v| *v >= version && version > 0) {
                             continue;
                         }
                         sent.insert(k, version);
-                        convert::deploy(&df)
+                        convert::deploy(df)
                     };
                     if tx
                         .send(Ok(pb::DeploysReply {
