@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "deployflow/deployflow.proto",
     "application/application.proto",
     "pod/pod.proto",
+    "agent/agent.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

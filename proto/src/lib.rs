@@ -17,6 +17,11 @@ pub mod pod {
     tonic::include_proto!("pod");
 }
 
+/// The readiness agent's reports (not in the original).
+pub mod agent {
+    tonic::include_proto!("agent");
+}
+
 /// The encoded `FileDescriptorSet` of every file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/triton_descriptor.bin"));

@@ -396,7 +396,8 @@ mod tests {
         let fds = prost_types::FileDescriptorSet::decode(triton_proto::FILE_DESCRIPTOR_SET)
             .expect("the descriptor set decodes");
         let mut methods = Vec::new();
-        for file in &fds.file {
+        // The agent service authenticates pods, not API callers (see the agent module).
+        for file in fds.file.iter().filter(|f| f.package() != "agent") {
             for svc in &file.service {
                 for m in &svc.method {
                     methods.push(format!("{}.{}/{}", file.package(), svc.name(), m.name()));
