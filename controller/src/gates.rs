@@ -3,6 +3,7 @@
 //! the pods of a running release's not-yet-pulled-in batch wait for that release.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -72,13 +73,44 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
         return Ok(Requeue::await_change());
     }
     ctx.synced().await;
+    // The Lease holder marks pods whose readiness agent went silent, and looks again when the
+    // last heartbeat would become stale.
+    let mut check_in = None;
+    if observe::has_agent(&pod) && !observe::is_terminating(&pod) {
+        match crate::agent::silence(&pod, jiff::Timestamp::now(), ctx.agent_staleness) {
+            crate::agent::Silence::Silent(age) => {
+                tracing::info!(pod = %pod.name_any(), silent_for = ?age, "readiness agent silent; pod marked AgentSilent");
+                return crate::agent::mark_silent(&ctx.client, &pod, age)
+                    .await
+                    .map(|()| Requeue::await_change())
+                    .map_err(|source| Error::MarkSilent {
+                        pod: pod.name_any(),
+                        source,
+                    });
+            }
+            crate::agent::Silence::CheckIn(d) => check_in = Some(d + Duration::from_millis(200)),
+            crate::agent::Silence::Unknown => {}
+        }
+    }
+    let r = pull_in(pod, ctx).await?;
+    Ok(match check_in {
+        Some(d) if r == Requeue::await_change() => Requeue::requeue(d),
+        _ => r,
+    })
+}
+
+/// Sets the gate True on a pod no running release holds back, once it is ready (and healthy).
+async fn pull_in(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     if !observe::has_gate(&pod)
         || observe::is_true(&pod, READY_GATE)
         || observe::is_terminating(&pod)
     {
         return Ok(Requeue::await_change());
     }
-    if !observe::is_true(&pod, "ContainersReady") || observe::is_failing(&pod) {
+    if !observe::is_true(&pod, "ContainersReady")
+        || observe::is_failing(&pod)
+        || !observe::agent_healthy(&pod)
+    {
         return Ok(Requeue::await_change());
     }
     if observe::condition_reason(&pod, READY_GATE) == Some("Canceled") {

@@ -7,6 +7,7 @@
 //! * [`observe`]: pod phases, batch attribution and pull-in checks (pure);
 //! * `triton_core::release`: the batch arithmetic and predicates (pure).
 
+pub mod agent;
 pub mod api;
 pub mod crd;
 pub mod crdgen;
@@ -113,6 +114,20 @@ pub struct Args {
     /// are refused with ResourceExhausted.
     #[arg(long, env = "TRITON_CONTROLLER_API_MAX_STREAMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_streams: u32,
+    /// Address of the agent service (gRPC `agent.Agent/Report` from each pod's triton-agent);
+    /// TLS with the API's certificate when given. Reports are always authenticated (the
+    /// pod-bound token), also with --insecure-anonymous.
+    #[arg(
+        long,
+        env = "TRITON_CONTROLLER_AGENT_LISTEN",
+        default_value = "0.0.0.0:8097"
+    )]
+    pub agent_listen: SocketAddr,
+    /// How long a pod's readiness agent may be silent before the pod is marked
+    /// `apps.triton.io/healthy=False` (reason AgentSilent); agents are asked for a heartbeat
+    /// every third of it.
+    #[arg(long, env = "TRITON_CONTROLLER_AGENT_STALENESS", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub agent_staleness: std::time::Duration,
     /// Audiences a caller's token must be for (comma-separated); empty: the API server's own.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUDIENCES", value_delimiter = ',')]
     pub api_audiences: Vec<String>,
@@ -134,6 +149,34 @@ fn api_tls(args: &Args) -> anyhow::Result<Option<Arc<triton_core::tls::Reloading
         }
         _ => Ok(None),
     }
+}
+
+/// Binds the agent service's listener and serves it.
+async fn start_agent_service(
+    args: &Args,
+    tls: Option<Arc<triton_core::tls::ReloadingCert>>,
+    client: Client,
+    pods: Store<Pod>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.agent_staleness >= std::time::Duration::from_secs(3),
+        "--agent-staleness must be at least 3s"
+    );
+    let listener = api::serve::bind(args.agent_listen, "agent service").await?;
+    let svc = agent::AgentService::new(client, pods, args.agent_staleness);
+    let router = tonic::service::Routes::new(
+        triton_proto::agent::agent_server::AgentServer::from_arc(svc),
+    )
+    .into_axum_router();
+    tokio::spawn(api::serve::serve(
+        listener,
+        tls.clone(),
+        router,
+        "agent service",
+        args.api_max_connections as usize,
+    ));
+    tracing::info!(agent = %args.agent_listen, tls = tls.is_some(), staleness = ?args.agent_staleness, "agent service listening");
+    Ok(())
 }
 
 /// Binds both API listeners (failing at start when a port is taken) and serves them.
@@ -404,6 +447,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ("clonesets", cs_synced),
             ("deployflows", dfs_synced),
         ],
+        agent_staleness: args.agent_staleness,
     });
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
@@ -469,7 +513,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_streams: args.api_max_streams as i64,
         starting: Default::default(),
     });
-    start_api(&args, api_tls, api_ctx.clone()).await?;
+    start_api(&args, api_tls.clone(), api_ctx.clone()).await?;
+    start_agent_service(&args, api_tls, client.clone(), pods.clone()).await?;
     tokio::spawn(admin(args.admin_listen, ready, ctx.clone(), api_ctx));
     tracing::info!(admin = %args.admin_listen, "triton-controller running");
     let controllers = async { tokio::join!(df_controller, gate_controller) };

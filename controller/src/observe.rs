@@ -8,7 +8,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde_json::Value;
-use triton_core::names::{READY_GATE, RELEASE_ANNOTATION, REVISION_LABEL};
+use triton_core::names::{
+    AGENT_ANNOTATION, HEALTHY_CONDITION, READY_GATE, RELEASE_ANNOTATION, REVISION_LABEL,
+};
 
 /// Pull-in statuses (reference §4.4).
 pub const PULL_IN_SUCCEEDED: &str = "PullInSucceeded";
@@ -192,6 +194,41 @@ pub fn is_failing(pod: &Pod) -> bool {
     phase_failed
         || (restarts(pod) > 0 && !is_true(pod, "ContainersReady"))
         || terminal_reason(pod).is_some()
+        || agent_failure(pod).is_some()
+}
+
+/// Whether the pod runs the readiness agent (annotation `apps.triton.io/agent`).
+pub fn has_agent(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(AGENT_ANNOTATION))
+}
+
+/// A pod without the agent is healthy; one with it, when its agent says so (condition
+/// `apps.triton.io/healthy` True).
+pub fn agent_healthy(pod: &Pod) -> bool {
+    !has_agent(pod) || is_true(pod, HEALTHY_CONDITION)
+}
+
+/// Why the agent says the app failed: the condition False for a reason other than `Starting`
+/// (the app not healthy yet, which the smoke timeout bounds). `AgentSilent` is a failure.
+pub fn agent_failure(pod: &Pod) -> Option<String> {
+    if !has_agent(pod) || condition(pod, HEALTHY_CONDITION) != Some("False") {
+        return None;
+    }
+    let reason = condition_reason(pod, HEALTHY_CONDITION).unwrap_or("");
+    if reason.is_empty() || reason == crate::agent::STARTING {
+        return None;
+    }
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == HEALTHY_CONDITION))
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    Some(format!("agent: {reason} {message}").trim().to_string())
 }
 
 /// Container waiting reasons that do not clear without a change to the pod's spec or config:
@@ -240,6 +277,13 @@ pub fn not_ready_reason(pod: &Pod) -> String {
     if restarts(pod) > 0 && !is_true(pod, "ContainersReady") {
         return format!("restarting ({} restarts)", restarts(pod));
     }
+    if let Some(why) = agent_failure(pod) {
+        return why;
+    }
+    if is_true(pod, "ContainersReady") && !agent_healthy(pod) {
+        let why = condition_reason(pod, HEALTHY_CONDITION).unwrap_or("no report yet");
+        return format!("agent: not healthy yet ({why})");
+    }
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     format!("{phase}, containers not ready")
 }
@@ -273,7 +317,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Whether a pod has passed its smoke test: containers ready (or fully Ready).
 pub fn is_smoked(pod: &Pod) -> bool {
-    is_true(pod, "ContainersReady") || is_true(pod, "Ready")
+    (is_true(pod, "ContainersReady") || is_true(pod, "Ready")) && agent_healthy(pod)
 }
 
 pub fn has_gate(pod: &Pod) -> bool {

@@ -51,6 +51,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("marking pod {pod} AgentSilent: {source}")]
+    MarkSilent {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing the status: {0}")]
     PatchStatus(#[source] kube::Error),
     #[error("writing the spec (pause): {0}")]
@@ -76,7 +82,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::PatchCloneSet { .. } | Error::CreateCloneSet { .. } => "cloneset",
-            Error::FlipGate { .. } => "pod",
+            Error::FlipGate { .. } | Error::MarkSilent { .. } => "pod",
             Error::PatchStatus(_) | Error::PatchSpec(_) | Error::Abort { .. } => "deployflow",
             Error::Finalizer(_) | Error::RemoveFinalizer(_) => "finalizer",
             Error::CloneSetRefused { .. } | Error::NoNamespace => "state",
@@ -174,6 +180,8 @@ pub struct Context {
     pub written: Mutex<HashMap<String, u64>>,
     /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
     pub synced: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
+    /// How long a readiness agent may be silent before its pod is marked AgentSilent.
+    pub agent_staleness: Duration,
 }
 
 fn now() -> Time {

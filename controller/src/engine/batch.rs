@@ -280,6 +280,32 @@ impl<'a> Step<'_, 'a> {
 
     /// A failed batch pauses the release, and the pause is written into the spec (before the
     /// status), so that resuming is a change the user makes (DESIGN §2, decision 4).
+    /// Fails the batch (`phase`) when an agent reports a batch pod's app broken; true if so.
+    fn fail_on_agent(&mut self, cur: &BatchCondition, phase: BatchPhase) -> bool {
+        let broken: Vec<String> = self
+            .batch_pods()
+            .into_iter()
+            .filter_map(|p| {
+                observe::agent_failure(p).map(|why| format!("{} ({why})", p.name_any()))
+            })
+            .collect();
+        if broken.is_empty() {
+            return false;
+        }
+        let msg = format!(
+            "batch {} {}: the readiness agent reports its app unhealthy: {}",
+            cur.batch,
+            if phase == BatchPhase::BakeFailed {
+                "failed while baking"
+            } else {
+                "failed its smoke test"
+            },
+            broken.join("; ")
+        );
+        self.fail_batch(phase, broken.len() as i32, msg);
+        true
+    }
+
     pub fn fail_batch(&mut self, phase: BatchPhase, failed: i32, message: String) {
         let c = self.status.current_mut().expect("a current batch");
         c.phase = phase;
@@ -331,6 +357,16 @@ impl<'a> Step<'_, 'a> {
                 cur.batch,
                 gone.join(", ")
             ));
+            return;
+        }
+        // The app of a smoked pod broke (its agent says so): before the pull-in a smoke
+        // failure, during it a bake failure.
+        let phase = if cur.pulled_in_at.is_some() {
+            BatchPhase::BakeFailed
+        } else {
+            BatchPhase::SmokeFailed
+        };
+        if self.fail_on_agent(cur, phase) {
             return;
         }
         if cur.canary && !release::move_forward(self.current(), false, self.desired()) {
@@ -417,6 +453,9 @@ impl<'a> Step<'_, 'a> {
     /// Baking → Baked. The pods the finish deletes are decided once and recorded in the batch
     /// (`podsToDelete`) before the CloneSet write; the batch is Baked once the CloneSet shows it.
     fn baking(&mut self, cs: &CloneSetView, cur: &BatchCondition) {
+        if cur.pods_to_delete.is_none() && self.fail_on_agent(cur, BatchPhase::BakeFailed) {
+            return;
+        }
         if cur.canary && !release::move_forward(self.current(), false, self.desired()) {
             self.wait(format!(
                 "canary batch {} is Baking; waiting for Next (stage Baked)",

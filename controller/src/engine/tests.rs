@@ -893,3 +893,72 @@ fn a_pod_the_cloneset_does_not_control_is_never_a_victim() {
         "old-a (same labels, another controller) is skipped"
     );
 }
+
+// ---- the readiness agent (issue 9): healthy gates the smoke, a broken app fails the batch ----
+
+/// A ContainersReady pod running the agent, with its `apps.triton.io/healthy` condition.
+fn agent_pod(name: &str, healthy: Option<(&str, &str)>) -> Pod {
+    let mut p = ready_pod(name, 1);
+    p.metadata.annotations = Some(
+        [(
+            triton_core::names::AGENT_ANNOTATION.to_string(),
+            "http://:8080/healthz".to_string(),
+        )]
+        .into(),
+    );
+    if let Some((status, reason)) = healthy {
+        let c: k8s_openapi::api::core::v1::PodCondition = serde_json::from_value(json!({
+            "type": triton_core::names::HEALTHY_CONDITION, "status": status, "reason": reason,
+            "message": "GET http://127.0.0.1:8080/healthz: 500"}))
+        .unwrap();
+        p.status.as_mut().unwrap().conditions.as_mut().unwrap().push(c);
+    }
+    p
+}
+
+fn smoking_update(p: Pod) -> Decision {
+    flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .cloneset(4, Some(3), 3)
+        .pod(p)
+        .decide()
+}
+
+#[test]
+fn a_pod_with_the_agent_is_smoked_only_once_its_agent_reports_it_healthy() {
+    for healthy in [None, Some(("False", crate::agent::STARTING))] {
+        let d = smoking_update(agent_pod("new-1", healthy));
+        assert_eq!(current(&d).phase, BatchPhase::Smoking, "{healthy:?}");
+        let msg = d.status.message.clone().unwrap_or_default();
+        assert!(msg.contains("agent: not healthy yet"), "{msg}");
+    }
+    let d = smoking_update(agent_pod("new-1", Some(("True", "ProbeSucceeded"))));
+    assert_eq!(current(&d).phase, BatchPhase::Smoked);
+    // Without the annotation the condition is not looked at.
+    let d = smoking_update(ready_pod("new-1", 1));
+    assert_eq!(current(&d).phase, BatchPhase::Smoked);
+}
+
+#[test]
+fn an_app_the_agent_reports_broken_fails_the_smoke_and_a_baking_batch_fails_its_bake() {
+    let d = smoking_update(agent_pod("new-1", Some(("False", "HTTPStatus"))));
+    assert_eq!(current(&d).phase, BatchPhase::SmokeFailed);
+    assert!(d.status.paused && spec_pauses(&d.before));
+    let msg = d.status.message.clone().unwrap();
+    assert!(msg.contains("new-1") && msg.contains("HTTPStatus"), "{msg}");
+
+    let mut broken = agent_pod("new-1", Some(("False", crate::agent::AGENT_SILENT)));
+    broken.status.as_mut().unwrap().conditions.as_mut().unwrap().push(
+        serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap(),
+    );
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Baking", &["new-1"], json!({"pulledInAt": at_str(1)}))],
+            json!({}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(broken)
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::BakeFailed);
+    assert!(d.status.message.clone().unwrap().contains("AgentSilent"));
+}
