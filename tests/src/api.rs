@@ -204,6 +204,10 @@ impl Standby {
             .env("TRITON_CONTROLLER_ADMIN_OVERRIDE", &admin)
             .env("TRITON_CONTROLLER_GRPC_LISTEN", &grpc)
             .env("TRITON_CONTROLLER_REST_LISTEN", &rest)
+            .env(
+                "TRITON_CONTROLLER_AGENT_LISTEN",
+                format!("127.0.0.1:{}", ports.2 + 1000),
+            )
             .env("TRITON_CONTROLLER_INSECURE_ANONYMOUS", "false")
             .kill_on_drop(true);
         if let Some((cert, key)) = tls {

@@ -37,6 +37,7 @@ async fn a_second_controller_waits_for_the_lease_and_takes_over_when_the_leader_
         .env("TRITON_CONTROLLER_ADMIN_OVERRIDE", "127.0.0.1:8001")
         .env("TRITON_CONTROLLER_GRPC_LISTEN", "127.0.0.1:8101")
         .env("TRITON_CONTROLLER_REST_LISTEN", "127.0.0.1:8102")
+        .env("TRITON_CONTROLLER_AGENT_LISTEN", "127.0.0.1:8103")
         .spawn()
         .expect("start a second controller");
     eventually(

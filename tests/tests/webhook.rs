@@ -133,8 +133,9 @@ async fn managed_cloneset_pods_carry_the_gate_once_and_become_ready_only_through
     }
 }
 
-/// A managed pod owned by a CloneSet, carrying the agent annotation `value`; the create's error.
-async fn create_annotated_pod(client: &kube::Client, ns: &str, value: &str) -> String {
+/// A managed pod owned by a CloneSet, carrying the agent annotation `value`: the created pod,
+/// or the create's error.
+async fn create_annotated_pod(client: &kube::Client, ns: &str, value: &str) -> Result<Pod, String> {
     let owner = CloneSetSpec::new("owner", 0)
         .pod_label("managed-by", "triton-io")
         .create(client, ns)
@@ -156,35 +157,63 @@ async fn create_annotated_pod(client: &kube::Client, ns: &str, value: &str) -> S
     Api::<Pod>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pod)
         .await
-        .expect_err("the webhook refuses the pod")
-        .to_string()
+        .map_err(|e| e.to_string())
 }
 
-// The readiness agent does not exist yet: the webhook runs without --enable-agent, and a pod
-// asking for the sidecar is refused with a message saying so (the injection itself is covered
-// by the webhook's unit tests with the flag on).
+// A pod asking for the readiness agent gets the sidecar: its probe target, the controller's
+// agent address, the pod's identity, and a projected token for audience triton-agent.
 #[tokio::test]
-async fn a_pod_asking_for_the_agent_is_refused_saying_the_agent_is_not_available() {
+async fn a_pod_asking_for_the_agent_gets_the_sidecar_with_its_target_and_a_pod_bound_token() {
     let client = client().await;
     let ns = namespace(&client, "webhook-agent").await;
-    let msg = create_annotated_pod(&client, &ns, "http://:8080/healthz").await;
-    for part in [
-        "pods.webhook.apps.triton.io",
-        "apps.triton.io/agent",
-        "not available in this version of Triton",
-    ] {
-        assert!(
-            msg.contains(part),
-            "expected the refusal to contain {part:?}: {msg}"
-        );
+    let pod = create_annotated_pod(&client, &ns, "http://:8080/healthz")
+        .await
+        .unwrap_or_else(|e| panic!("the annotated pod is admitted: {e}"));
+    let spec = pod.spec.clone().unwrap();
+    let agent = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "triton-agent")
+        .unwrap_or_else(|| panic!("a triton-agent sidecar: {:?}", spec.containers));
+    let env: std::collections::BTreeMap<String, String> = agent
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect();
+    assert_eq!(
+        env.get("TRITON_AGENT_TARGET").map(String::as_str),
+        Some("http://:8080/healthz")
+    );
+    assert!(env.contains_key("TRITON_AGENT_CONTROLLER"), "{env:?}");
+    let names: Vec<&str> = agent
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    for n in ["POD_NAME", "POD_NAMESPACE", "POD_UID"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
     }
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "triton-agent-token")
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.iter().find_map(|s| s.service_account_token.clone()))
+        .expect("a projected service-account token");
+    assert_eq!(token.audience.as_deref(), Some("triton-agent"));
 }
 
 #[tokio::test]
 async fn a_bad_agent_annotation_is_refused_with_a_message_naming_it() {
     let client = client().await;
     let ns = namespace(&client, "webhook-bad-agent").await;
-    let msg = create_annotated_pod(&client, &ns, "gopher://:70").await;
+    let msg = create_annotated_pod(&client, &ns, "gopher://:70")
+        .await
+        .expect_err("the webhook refuses the pod");
     assert!(
         msg.contains("pods.webhook.apps.triton.io"),
         "the error names the webhook: {msg}"

@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(
             resp["status"]["message"],
             "the annotation apps.triton.io/agent asks for the triton-agent readiness sidecar, \
-             which is not available in this version of Triton; remove the annotation"
+             which this cluster's Triton does not inject (--enable-agent=false); remove the annotation"
         );
     }
 

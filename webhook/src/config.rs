@@ -11,7 +11,7 @@ use crate::server::Limits;
 
 /// Triton's mutating admission webhook: injects the readiness gate `apps.triton.io/ready` into pods
 /// of Triton-managed CloneSets. A pod asking for the readiness-agent sidecar (annotation
-/// `apps.triton.io/agent`) is refused unless --enable-agent is given.
+/// `apps.triton.io/agent`) gets it, unless --enable-agent=false.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "triton-webhook", version, about, long_about = None)]
 pub struct Args {
@@ -81,9 +81,10 @@ pub struct Args {
     #[arg(long, env = "TRITON_WEBHOOK_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
 
-    /// Inject the readiness-agent sidecar into pods that ask for it. Off by default: the agent
-    /// is not built yet, so such pods are refused with a message saying so.
-    #[arg(long, env = "TRITON_WEBHOOK_ENABLE_AGENT", value_parser = clap::builder::BoolishValueParser::new())]
+    /// Inject the readiness-agent sidecar into pods that ask for it (annotation
+    /// `apps.triton.io/agent`). With `--enable-agent=false` such pods are refused, saying so.
+    #[arg(long, env = "TRITON_WEBHOOK_ENABLE_AGENT", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub enable_agent: bool,
 
     /// Image of the injected readiness-agent sidecar.
@@ -195,11 +196,13 @@ mod tests {
     }
 
     #[test]
-    fn the_agent_is_off_unless_enabled_by_flag_or_environment() {
+    fn the_agent_is_on_unless_disabled_by_flag_or_environment() {
         let args = Args::try_parse_from(["triton-webhook"]).unwrap();
-        assert_eq!(args.agent(), None);
+        assert_eq!(args.agent(), Some(AgentSettings::default()));
         let args = Args::try_parse_from(["triton-webhook", "--enable-agent"]).unwrap();
         assert_eq!(args.agent(), Some(AgentSettings::default()));
+        let args = Args::try_parse_from(["triton-webhook", "--enable-agent=false"]).unwrap();
+        assert_eq!(args.agent(), None);
         // The environment fallback, as clap reads it (not set process-wide: tests run in
         // parallel).
         let cmd = Args::command();

@@ -57,7 +57,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     if !args.enable_agent {
         tracing::info!(
-            "readiness agent not enabled: pods annotated {} are refused",
+            "readiness agent disabled (--enable-agent=false): pods annotated {} are refused",
             triton_core::names::AGENT_ANNOTATION
         );
     }

@@ -3,9 +3,8 @@
 //! A pod gets the readiness gate [`READY_GATE`] when it is labelled `managed-by=triton-io` and
 //! owned by an OpenKruise CloneSet. If it also carries the annotation [`AGENT_ANNOTATION`], the
 //! readiness-agent sidecar, its projected token volume and its environment are injected too —
-//! but only when the agent is enabled (`--enable-agent`). The agent is not built yet, so by
-//! default such a pod is refused with [`MutateError::AgentUnavailable`] rather than given a
-//! sidecar whose image nothing builds and whose port nothing serves.
+//! unless the agent is disabled (`--enable-agent=false`), when such a pod is refused with
+//! [`MutateError::AgentUnavailable`].
 //! Everything is idempotent: a pod that already has what we add gets nothing twice, so the API
 //! server's reinvocation (`reinvocationPolicy: IfNeeded`) is harmless.
 
@@ -41,7 +40,7 @@ impl Default for AgentSettings {
         Self {
             image: "ghcr.io/triton-io/triton-agent:0.1.0".into(),
             port: 9095,
-            controller_address: "http://triton-controller.triton-system.svc:8099".into(),
+            controller_address: "http://triton-api.triton-system.svc:8097".into(),
             cpu_request: "5m".into(),
             memory_request: "8Mi".into(),
             cpu_limit: "50m".into(),
@@ -56,9 +55,9 @@ impl Default for AgentSettings {
 pub enum MutateError {
     #[error("annotation {AGENT_ANNOTATION}: {0}")]
     BadAgentAnnotation(String),
-    /// The pod asks for the agent sidecar, and this webhook runs without `--enable-agent`.
+    /// The pod asks for the agent sidecar, and this webhook runs with `--enable-agent=false`.
     #[error(
-        "the annotation {AGENT_ANNOTATION} asks for the {AGENT_CONTAINER} readiness sidecar, which is not available in this version of Triton; remove the annotation"
+        "the annotation {AGENT_ANNOTATION} asks for the {AGENT_CONTAINER} readiness sidecar, which this cluster's Triton does not inject (--enable-agent=false); remove the annotation"
     )]
     AgentUnavailable,
 }
@@ -259,7 +258,7 @@ pub fn agent_container(agent: &AgentSettings, target: &str) -> Container {
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
             field_env("POD_UID", "metadata.uid"),
-            plain_env("TRITON_AGENT_PROBE", target),
+            plain_env("TRITON_AGENT_TARGET", target),
             plain_env("TRITON_AGENT_CONTROLLER", &agent.controller_address),
             plain_env(
                 "TRITON_AGENT_TOKEN_FILE",
@@ -503,7 +502,7 @@ mod tests {
         )));
         assert!(env.contains(&("POD_UID".into(), None, Some("metadata.uid".into()))));
         assert!(env.contains(&(
-            "TRITON_AGENT_PROBE".into(),
+            "TRITON_AGENT_TARGET".into(),
             Some("http://:8080/healthz".into()),
             None
         )));
@@ -609,7 +608,7 @@ mod tests {
         );
     }
 
-    const UNAVAILABLE: &str = "the annotation apps.triton.io/agent asks for the triton-agent readiness sidecar, which is not available in this version of Triton; remove the annotation";
+    const UNAVAILABLE: &str = "the annotation apps.triton.io/agent asks for the triton-agent readiness sidecar, which this cluster's Triton does not inject (--enable-agent=false); remove the annotation";
 
     #[test]
     fn without_the_agent_an_annotated_managed_pod_is_refused_saying_the_agent_is_not_available() {

@@ -178,7 +178,7 @@ fn the_valid_review_is_patched_and_its_patch_is_idempotent() {
 }
 
 #[test]
-fn the_valid_review_asking_for_the_agent_is_denied_by_default() {
+fn the_valid_review_asking_for_the_agent_is_denied_when_the_agent_is_disabled() {
     let answer = review(&serde_json::to_vec(&valid_review()).unwrap(), None);
     assert_eq!(answer.outcome, Outcome::Denied);
     let v: Value = serde_json::from_slice(&answer.body).unwrap();
@@ -187,7 +187,7 @@ fn the_valid_review_asking_for_the_agent_is_denied_by_default() {
         v["response"]["status"]["message"]
             .as_str()
             .unwrap()
-            .contains("not available in this version of Triton"),
+            .contains("does not inject (--enable-agent=false)"),
         "{v}"
     );
 }

@@ -911,14 +911,23 @@ fn agent_pod(name: &str, healthy: Option<(&str, &str)>) -> Pod {
             "type": triton_core::names::HEALTHY_CONDITION, "status": status, "reason": reason,
             "message": "GET http://127.0.0.1:8080/healthz: 500"}))
         .unwrap();
-        p.status.as_mut().unwrap().conditions.as_mut().unwrap().push(c);
+        p.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(c);
     }
     p
 }
 
 fn smoking_update(p: Pod) -> Decision {
     flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
-        .status(running(vec![batch(1, "Smoking", &[], json!({}))], json!({})))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
         .cloneset(4, Some(3), 3)
         .pod(p)
         .decide()
@@ -948,12 +957,22 @@ fn an_app_the_agent_reports_broken_fails_the_smoke_and_a_baking_batch_fails_its_
     assert!(msg.contains("new-1") && msg.contains("HTTPStatus"), "{msg}");
 
     let mut broken = agent_pod("new-1", Some(("False", crate::agent::AGENT_SILENT)));
-    broken.status.as_mut().unwrap().conditions.as_mut().unwrap().push(
-        serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap(),
-    );
+    broken
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap());
     let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
         .status(running(
-            vec![batch(1, "Baking", &["new-1"], json!({"pulledInAt": at_str(1)}))],
+            vec![batch(
+                1,
+                "Baking",
+                &["new-1"],
+                json!({"pulledInAt": at_str(1)}),
+            )],
             json!({}),
         ))
         .cloneset(4, Some(3), 3)
