@@ -33,6 +33,30 @@ const POD_NAME_KEY: &str = "authentication.kubernetes.io/pod-name";
 const POD_UID_KEY: &str = "authentication.kubernetes.io/pod-uid";
 /// Longer tokens are refused unread.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// The largest report decoded (a report is a few hundred bytes).
+pub const MAX_REPORT_BYTES: usize = 16 * 1024;
+/// The longest pause between an agent's retries (triton-agent's backoff cap).
+pub const AGENT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Token reviews sent at once (the API server's budget is shared with the release engine).
+const MAX_REVIEWS_IN_FLIGHT: usize = 64;
+/// How long a refused token stays refused without a new review.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
+/// An agent's reason, kept only when it is a short CamelCase word and not one the controller
+/// reserves (`Starting`, `AgentSilent`); else `fallback`.
+fn clean_reason(reason: &str, fallback: &str) -> String {
+    let ok = !reason.is_empty()
+        && reason.len() <= 64
+        && reason.starts_with(|c: char| c.is_ascii_uppercase())
+        && reason.chars().all(|c| c.is_ascii_alphanumeric())
+        && reason != STARTING
+        && reason != AGENT_SILENT;
+    if ok {
+        reason.to_string()
+    } else {
+        fallback.to_string()
+    }
+}
 
 /// The pod a token is bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,11 +125,9 @@ pub fn condition_for(
         current.is_some_and(|(s, r, _)| s == "True" || (r != STARTING && !r.is_empty()));
     let status = if healthy { "True" } else { "False" };
     let reason = match (healthy, was_healthy_once) {
-        (true, _) if reason.is_empty() => "ProbeSucceeded".to_string(),
-        (true, _) => reason.to_string(),
+        (true, _) => clean_reason(reason, "ProbeSucceeded"),
         (false, false) => STARTING.to_string(),
-        (false, true) if reason.is_empty() => "ProbeFailed".to_string(),
-        (false, true) => reason.to_string(),
+        (false, true) => clean_reason(reason, "ProbeFailed"),
     };
     let message: String = message.chars().take(512).collect();
     let same = current.is_some_and(|(s, r, m)| s == status && r == reason && m == message);
@@ -142,7 +164,9 @@ pub fn silence(pod: &Pod, now: jiff::Timestamp, staleness: Duration) -> Silence 
     else {
         return Silence::Unknown;
     };
-    if c.reason.as_deref() == Some(AGENT_SILENT) {
+    // Already marked; or never healthy yet (Starting: the smoke timeout bounds that wait, and
+    // a silence must keep meaning "was healthy, then went quiet").
+    if matches!(c.reason.as_deref(), Some(AGENT_SILENT) | Some(STARTING)) {
         return Silence::Unknown;
     }
     let Some(probed) = c.last_probe_time.as_ref() else {
@@ -165,6 +189,7 @@ pub struct AgentService {
     /// How long an agent may be silent before its pod is marked AgentSilent.
     pub staleness: Duration,
     tokens: Mutex<HashMap<[u8; 32], Reviewed>>,
+    reviews: tokio::sync::Semaphore,
 }
 
 impl AgentService {
@@ -174,12 +199,13 @@ impl AgentService {
             pods,
             staleness,
             tokens: Mutex::default(),
+            reviews: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
         })
     }
 
     /// The heartbeat the agents are asked for: a third of the staleness window.
     pub fn heartbeat(&self) -> Duration {
-        (self.staleness / 3).max(Duration::from_secs(1))
+        Duration::from_secs((self.staleness / 3).as_secs().max(1))
     }
 
     async fn review(&self, token: &str) -> Result<BoundPod, Status> {
@@ -194,6 +220,7 @@ impl AgentService {
         {
             return r.clone().map_err(Status::unauthenticated);
         }
+        let _slot = self.reviews.acquire().await.expect("never closed");
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -226,10 +253,14 @@ impl AgentService {
         // Trusted until the token expires, and re-checked at least every minute (a deleted
         // pod's token stops working).
         let now_s = jiff::Timestamp::now().as_second();
-        let ttl = jwt_expiry(token)
-            .map(|exp| Duration::from_secs(exp.saturating_sub(now_s).max(0) as u64))
-            .unwrap_or_default()
-            .min(Duration::from_secs(60));
+        let ttl = match &result {
+            Ok(_) => jwt_expiry(token)
+                .map(|exp| Duration::from_secs(exp.saturating_sub(now_s).max(0) as u64))
+                .unwrap_or_default()
+                .min(Duration::from_secs(60)),
+            // A refusal is not trusted to an unverified expiry.
+            Err(_) => NEGATIVE_TTL,
+        };
         let mut tokens = self.tokens.lock().expect("lock");
         if tokens.len() >= 10_000 {
             let now = Instant::now();
@@ -253,11 +284,24 @@ impl Agent for AgentService {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
+            .map(String::from)
             .ok_or_else(|| {
                 Status::unauthenticated("no bearer token (the projected triton-agent token)")
             })?;
-        let bound = self.review(token).await?;
         let r = req.into_inner();
+        // What the report names is checked before its token costs a review.
+        let valid = triton_core::api::dns_label("namespace", &r.namespace).is_ok()
+            && triton_core::api::object_name("pod", &r.pod).is_ok()
+            && !r.pod_uid.is_empty()
+            && r.pod_uid.len() <= 64
+            && r.reason.len() <= 256
+            && r.message.len() <= 4096;
+        if !valid {
+            return Err(Status::invalid_argument(
+                "a report names its pod (namespace, name, UID) and keeps reason and message short",
+            ));
+        }
+        let bound = self.review(&token).await?;
         if (
             bound.namespace.as_str(),
             bound.name.as_str(),
@@ -311,7 +355,7 @@ impl Agent for AgentService {
                 )
             }),
             age,
-            self.heartbeat() * 2,
+            self.heartbeat(),
             r.healthy,
             &r.reason,
             &r.message,
@@ -347,14 +391,25 @@ impl Agent for AgentService {
 }
 
 /// Marks a silent agent's pod `healthy=False` (`AgentSilent`), by the Lease holder.
+/// The cached pod's resourceVersion is the precondition: a report another replica recorded
+/// meanwhile wins (409), and the pod is looked at again with it.
 pub async fn mark_silent(client: &Client, pod: &Pod, age: Duration) -> Result<(), kube::Error> {
     let ns = pod.namespace().unwrap_or_default();
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == HEALTHY_CONDITION));
+    let transition = match current {
+        Some(c) if c.status == "False" => c.last_transition_time.clone(),
+        _ => Some(Time(jiff::Timestamp::now())),
+    };
     let patch = json!({
-        "metadata": {"uid": pod.metadata.uid},
+        "metadata": {"uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version},
         "status": {"conditions": [{
             "type": HEALTHY_CONDITION, "status": "False", "reason": AGENT_SILENT,
-            "message": format!("no report from triton-agent for {}s", age.as_secs()),
-            "lastTransitionTime": Time(jiff::Timestamp::now()),
+            "message": format!("no report from triton-agent for {}s (agent stopped, unreachable, or refused)", age.as_secs()),
+            "lastTransitionTime": transition,
         }]}
     });
     match Api::<Pod>::namespaced(client.clone(), &ns)
@@ -455,6 +510,86 @@ mod tests {
                 "200"
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn reserved_or_odd_reasons_from_an_agent_are_not_taken_as_given() {
+        let r = Duration::from_secs(20);
+        let forged = condition_for(
+            Some(("True", "ProbeSucceeded", "")),
+            None,
+            r,
+            false,
+            STARTING,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            forged.reason, "ProbeFailed",
+            "an agent cannot hide a failure as Starting"
+        );
+        let long = condition_for(
+            Some(("True", "ProbeSucceeded", "")),
+            None,
+            r,
+            false,
+            &"A".repeat(100),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(long.reason, "ProbeFailed");
+        let silent = condition_for(
+            Some(("True", "ProbeSucceeded", "")),
+            None,
+            r,
+            false,
+            AGENT_SILENT,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(silent.reason, "ProbeFailed");
+    }
+
+    fn pod_with(reason: &str, probed_secs_ago: i64) -> Pod {
+        let now = jiff::Timestamp::now();
+        let probed = now - jiff::SignedDuration::from_secs(probed_secs_ago);
+        let status = if reason == "ProbeSucceeded" {
+            "True"
+        } else {
+            "False"
+        };
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {"conditions": [
+            {"type": HEALTHY_CONDITION, "status": status, "reason": reason,
+             "lastProbeTime": probed.to_string()}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn silence_is_judged_on_pods_that_were_healthy_once_from_their_last_heartbeat() {
+        let now = jiff::Timestamp::now();
+        let w = Duration::from_secs(60);
+        assert!(matches!(
+            silence(&pod_with("ProbeSucceeded", 61), now, w),
+            Silence::Silent(_)
+        ));
+        assert!(matches!(
+            silence(&pod_with("ProbeSucceeded", 10), now, w),
+            Silence::CheckIn(d) if d > Duration::from_secs(45) && d <= Duration::from_secs(51)
+        ));
+        assert!(matches!(
+            silence(&pod_with("HTTPStatus", 61), now, w),
+            Silence::Silent(_)
+        ));
+        assert_eq!(
+            silence(&pod_with(STARTING, 600), now, w),
+            Silence::Unknown,
+            "a starting pod is bounded by the smoke timeout"
+        );
+        assert_eq!(
+            silence(&pod_with(AGENT_SILENT, 600), now, w),
+            Silence::Unknown,
+            "already marked"
         );
     }
 }

@@ -77,7 +77,17 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
     // last heartbeat would become stale.
     let mut check_in = None;
     if observe::has_agent(&pod) && !observe::is_terminating(&pod) {
-        match crate::agent::silence(&pod, jiff::Timestamp::now(), ctx.agent_staleness) {
+        // Silence is judged only after this replica has led a full window plus the agents'
+        // longest retry: an outage of the controllers or the API server is not the agents'.
+        let now = jiff::Timestamp::now();
+        let led = now.as_second() - ctx.leading_since.load(std::sync::atomic::Ordering::SeqCst);
+        let grace = ctx.agent_staleness + crate::agent::AGENT_MAX_BACKOFF;
+        let silence = if (led.max(0) as u64) < grace.as_secs() {
+            crate::agent::Silence::CheckIn(Duration::from_secs(grace.as_secs() - led.max(0) as u64))
+        } else {
+            crate::agent::silence(&pod, now, ctx.agent_staleness)
+        };
+        match silence {
             crate::agent::Silence::Silent(age) => {
                 tracing::info!(pod = %pod.name_any(), silent_for = ?age, "readiness agent silent; pod marked AgentSilent");
                 return crate::agent::mark_silent(&ctx.client, &pod, age)

@@ -162,10 +162,17 @@ async fn start_agent_service(
         args.agent_staleness >= std::time::Duration::from_secs(3),
         "--agent-staleness must be at least 3s"
     );
+    if tls.is_none() && !args.insecure_anonymous {
+        tracing::warn!(
+            agent = %args.agent_listen,
+            "the agent service serves plaintext: agents' tokens cross the network in clear; give --api-tls-cert and --api-tls-key"
+        );
+    }
     let listener = api::serve::bind(args.agent_listen, "agent service").await?;
     let svc = agent::AgentService::new(client, pods, args.agent_staleness);
     let router = tonic::service::Routes::new(
-        triton_proto::agent::agent_server::AgentServer::from_arc(svc),
+        triton_proto::agent::agent_server::AgentServer::from_arc(svc)
+            .max_decoding_message_size(agent::MAX_REPORT_BYTES),
     )
     .into_axum_router();
     tokio::spawn(api::serve::serve(
@@ -448,6 +455,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ("deployflows", dfs_synced),
         ],
         agent_staleness: args.agent_staleness,
+        leading_since: std::sync::atomic::AtomicI64::new(if args.leader_elect {
+            0
+        } else {
+            jiff::Timestamp::now().as_second()
+        }),
     });
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
@@ -545,6 +557,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             leading.changed().await?;
         }
         tracing::info!(%identity, "became the leader");
+        ctx.leading_since
+            .store(jiff::Timestamp::now().as_second(), Ordering::SeqCst);
         ctx.leading.store(true, Ordering::SeqCst);
         let _ = leading_tx.send(true);
         while leading.changed().await.is_ok() && *leading.borrow() {}

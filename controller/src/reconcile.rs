@@ -182,6 +182,9 @@ pub struct Context {
     pub synced: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)>,
     /// How long a readiness agent may be silent before its pod is marked AgentSilent.
     pub agent_staleness: Duration,
+    /// When this replica began to lead (seconds since the epoch; 0: not leading): silence is
+    /// only judged once the agents have had a full window to reach a serving controller.
+    pub leading_since: std::sync::atomic::AtomicI64,
 }
 
 fn now() -> Time {

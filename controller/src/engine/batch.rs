@@ -359,14 +359,14 @@ impl<'a> Step<'_, 'a> {
             ));
             return;
         }
-        // The app of a smoked pod broke (its agent says so): before the pull-in a smoke
-        // failure, during it a bake failure.
+        // The app of a smoked pod broke (its agent says so, or fell silent): before the pull-in
+        // a smoke failure, during it a bake failure. A scale-in has no pods to smoke.
         let phase = if cur.pulled_in_at.is_some() {
             BatchPhase::BakeFailed
         } else {
             BatchPhase::SmokeFailed
         };
-        if self.fail_on_agent(cur, phase) {
+        if self.spec().action != Action::ScaleIn && self.fail_on_agent(cur, phase) {
             return;
         }
         if cur.canary && !release::move_forward(self.current(), false, self.desired()) {
