@@ -166,6 +166,30 @@ async fn reports_are_refused_for_another_pod_another_audience_or_no_token_and_a_
     let name = a.metadata.name.clone().unwrap();
     wait_healthy(&pods, &name, ("True", "ProbeSucceeded")).await;
     wait_healthy(&pods, &name, ("False", "AgentSilent")).await;
+
+    // A deleted pod's token reports nothing: b goes (its CloneSet makes another pod), and b's
+    // own token, about b, is refused (the API server no longer accepts it, or the pod is gone).
+    let token_b = pod_token(&client, &ns, &b, "triton-agent").await;
+    let b_name = b.metadata.name.clone().unwrap();
+    pods.delete(&b_name, &Default::default()).await.unwrap();
+    eventually("pod b gone", LONG, || async {
+        match pods.get_opt(&b_name).await {
+            Ok(None) => Ok(()),
+            other => Err(format!(
+                "{:?}",
+                other.map(|p| p.map(|p| p.metadata.deletion_timestamp))
+            )),
+        }
+    })
+    .await;
+    let e = c
+        .report(report(&b, Some(&token_b)))
+        .await
+        .expect_err("a deleted pod's token");
+    assert!(
+        matches!(e.code(), Code::Unauthenticated | Code::NotFound),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
