@@ -1,10 +1,10 @@
 //! The agent's footprint, measured: builds the shipping binary (`--profile agent`), prints its
 //! size, runs it for 60 s probing a local HTTP server every second and reporting to a local stub
 //! of the controller's agent service, and prints its memory (VmRSS, VmHWM) and CPU time
-//! (utime + stime) from /proc.
+//! (utime + stime, and each thread's on-CPU time from schedstat) from /proc.
 //!
 //!   cargo run --release -p triton-agent --example footprint -- [--seconds 60] [--period 1s]
-//!       [--profile agent|release] [--no-build]
+//!       [--profile agent|release] [--controller-host 127.0.0.1] [--no-build]
 //!
 //! `--no-build` measures the binary already built for the profile.
 //!
@@ -28,13 +28,16 @@ use tonic::transport::server::TcpIncoming;
 use triton_proto::agent::agent_server::{Agent, AgentServer};
 use triton_proto::agent::{HealthReport, ReportReply};
 
-const USAGE: &str =
-    "usage: footprint [--seconds N] [--period DURATION] [--profile agent|release] [--no-build]";
+const USAGE: &str = "usage: footprint [--seconds N] [--period DURATION] [--profile agent|release] \
+                     [--controller-host HOST] [--no-build]";
 
 struct Opts {
     seconds: u64,
     period: String,
     profile: String,
+    /// The host in the controller's address: a name (`localhost`) makes the agent resolve it
+    /// through libc, as a pod does for the controller's Service.
+    controller_host: String,
     no_build: bool,
 }
 
@@ -43,6 +46,7 @@ fn opts() -> Opts {
         seconds: 60,
         period: "1s".into(),
         profile: "agent".into(),
+        controller_host: "127.0.0.1".into(),
         no_build: false,
     };
     let mut args = std::env::args().skip(1);
@@ -58,6 +62,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = value.parse().unwrap_or_else(|_| panic!("{USAGE}")),
             "--period" => o.period = value,
             "--profile" => o.profile = value,
+            "--controller-host" => o.controller_host = value,
             _ => panic!("unknown argument {arg}; {USAGE}"),
         }
     }
@@ -289,7 +294,7 @@ async fn measure(o: Opts) {
         .args(["--target", &format!("http://:{app_port}/healthz")])
         .args([
             "--controller",
-            &format!("http://127.0.0.1:{controller_port}"),
+            &format!("http://{}:{controller_port}", o.controller_host),
         ])
         .args(["--period", &o.period])
         .arg("--token-file")

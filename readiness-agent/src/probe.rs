@@ -15,6 +15,9 @@ use crate::target::{Kind, Target};
 
 /// Bytes read for the status line; `HTTP/1.1 200 ` needs 13.
 const BUFFER: usize = 512;
+/// The longest label kept in messages (the controller refuses reports with messages over 4 KiB;
+/// a path can be longer than that).
+const MAX_LABEL: usize = 1024;
 
 /// What a probe saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +126,8 @@ pub struct Prober {
     /// The whole HTTP request (empty for TCP).
     request: Box<[u8]>,
     buf: Box<[u8]>,
-    /// "GET http://127.0.0.1:8080/healthz" or "connect tcp://127.0.0.1:5432".
+    /// "GET http://127.0.0.1:8080/healthz" or "connect tcp://127.0.0.1:5432", at most
+    /// [`MAX_LABEL`] bytes.
     label: Box<str>,
 }
 
@@ -142,6 +146,15 @@ impl Prober {
             ),
             Kind::Tcp => (Vec::new(), format!("connect tcp://{authority}")),
         };
+        let mut label = label;
+        if label.len() > MAX_LABEL {
+            let cut = (0..=MAX_LABEL - 3)
+                .rev()
+                .find(|i| label.is_char_boundary(*i))
+                .unwrap_or(0);
+            label.truncate(cut);
+            label.push('…');
+        }
         Self {
             addr: target.socket_addr(),
             target,
@@ -371,6 +384,19 @@ mod tests {
         assert_eq!(outcome, Outcome::Timeout);
         assert!(described(&p, outcome).ends_with(": no answer within 100ms"));
         drop(listener);
+    }
+
+    #[test]
+    fn a_long_path_is_cut_short_in_messages() {
+        let path = "/é".repeat(1000);
+        let p = prober(&format!("http://:8080{path}"));
+        let message = described(&p, Outcome::Status(200));
+        assert!(message.len() <= MAX_LABEL + 8, "{} bytes", message.len());
+        assert!(
+            message.starts_with("GET http://127.0.0.1:8080/é/é"),
+            "{message}"
+        );
+        assert!(message.ends_with("…: 200"), "{message}");
     }
 
     #[test]
