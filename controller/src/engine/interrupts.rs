@@ -64,12 +64,14 @@ impl Step<'_, '_> {
         let failing = self.failing_batch_pods();
         if !failing.is_empty() {
             let n = failing.len() as i32;
-            let msg = format!(
-                "batch {} failed its smoke test: {}",
-                cur.batch,
-                failing.join(", ")
-            );
-            self.fail_batch(BatchPhase::SmokeFailed, n, msg);
+            // Once its pull-in began, a batch fails its bake (a resume then pulls it in again).
+            let (phase, what) = if cur.phase == BatchPhase::Smoked && cur.pulled_in_at.is_some() {
+                (BatchPhase::BakeFailed, "failed while baking")
+            } else {
+                (BatchPhase::SmokeFailed, "failed its smoke test")
+            };
+            let msg = format!("batch {} {what}: {}", cur.batch, failing.join(", "));
+            self.fail_batch(phase, n, msg);
         }
     }
 

@@ -981,3 +981,37 @@ fn an_app_the_agent_reports_broken_fails_the_smoke_and_a_baking_batch_fails_its_
     assert_eq!(current(&d).phase, BatchPhase::BakeFailed);
     assert!(d.status.message.clone().unwrap().contains("AgentSilent"));
 }
+
+#[test]
+fn a_pod_failing_during_its_batchs_pull_in_fails_the_bake_not_the_smoke() {
+    let mut broken = agent_pod("new-1", Some(("False", "HTTPStatus")));
+    broken
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap());
+    let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(
+                1,
+                "Smoked",
+                &["new-1"],
+                json!({"pulledInAt": at_str(1)}),
+            )],
+            json!({}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(broken)
+        .decide();
+    assert_eq!(current(&d).phase, BatchPhase::BakeFailed);
+    assert!(
+        d.status
+            .message
+            .clone()
+            .unwrap()
+            .contains("failed while baking")
+    );
+}
