@@ -91,11 +91,6 @@ pub struct Args {
     #[arg(long, env = "TRITON_WEBHOOK_AGENT_IMAGE", default_value_t = AgentSettings::default().image)]
     pub agent_image: String,
 
-    /// Port of the agent's own health endpoint.
-    #[arg(long, env = "TRITON_WEBHOOK_AGENT_PORT", default_value_t = AgentSettings::default().port,
-          value_parser = clap::value_parser!(i32).range(1..=65535))]
-    pub agent_port: i32,
-
     /// Address of the controller's agent API, given to the agent.
     #[arg(long, env = "TRITON_WEBHOOK_AGENT_CONTROLLER", default_value_t = AgentSettings::default().controller_address)]
     pub agent_controller: String,
@@ -150,7 +145,6 @@ impl Args {
     pub fn agent(&self) -> Option<AgentSettings> {
         self.enable_agent.then(|| AgentSettings {
             image: self.agent_image.clone(),
-            port: self.agent_port,
             controller_address: self.agent_controller.clone(),
             cpu_request: self.agent_cpu_request.clone(),
             memory_request: self.agent_memory_request.clone(),
@@ -249,11 +243,5 @@ mod tests {
             let err = Args::try_parse_from(["triton-webhook", flag, value]).unwrap_err();
             assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
         }
-    }
-
-    #[test]
-    fn bad_agent_port_is_refused() {
-        let err = Args::try_parse_from(["triton-webhook", "--agent-port", "0"]).unwrap_err();
-        assert!(err.to_string().contains("--agent-port"), "{err}");
     }
 }

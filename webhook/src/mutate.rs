@@ -11,9 +11,9 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
-    PodReadinessGate, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodReadinessGate,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
@@ -23,8 +23,6 @@ use triton_core::names::*;
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentSettings {
     pub image: String,
-    /// Port of the agent's own health endpoint.
-    pub port: i32,
     /// Address of the controller's agent API the agent reports to.
     pub controller_address: String,
     pub cpu_request: String,
@@ -39,7 +37,6 @@ impl Default for AgentSettings {
     fn default() -> Self {
         Self {
             image: "ghcr.io/triton-io/triton-agent:0.1.0".into(),
-            port: 9095,
             controller_address: "http://triton-api.triton-system.svc:8097".into(),
             cpu_request: "5m".into(),
             memory_request: "8Mi".into(),
@@ -264,14 +261,7 @@ pub fn agent_container(agent: &AgentSettings, target: &str) -> Container {
                 "TRITON_AGENT_TOKEN_FILE",
                 &format!("{AGENT_TOKEN_DIR}/token"),
             ),
-            plain_env("TRITON_AGENT_LISTEN", &format!("0.0.0.0:{}", agent.port)),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some(AGENT_CONTAINER.into()),
-            container_port: agent.port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&agent.cpu_request, &agent.memory_request)),
             limits: Some(quantities(&agent.cpu_limit, &agent.memory_limit)),
