@@ -843,6 +843,15 @@ async fn list_and_watch_sends_the_list_then_creations_updates_and_deletions() {
     let client = client().await;
     let ns = namespace(&client, "api-law").await;
     let first = finished(&client, &ns, "law-a").await;
+    // A finished release then loses its finalizer (an update): let that happen before the
+    // list, so that the only changes the stream sees are the second release's.
+    first
+        .wait_object("law-a without its finalizer", LONG, |o| {
+            o["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
+        })
+        .await;
     let mut c = DeployFlowClient::new(channel(&grpc_addr()).await);
     let mut s = c
         .list_and_watch(pb::DeploysRequest {
