@@ -188,7 +188,7 @@ pub struct AgentService {
     pub pods: Store<Pod>,
     /// How long an agent may be silent before its pod is marked AgentSilent.
     pub staleness: Duration,
-    tokens: Mutex<HashMap<[u8; 32], Reviewed>>,
+    tokens: Mutex<HashMap<crate::api::auth::Digest, Reviewed>>,
     reviews: tokio::sync::Semaphore,
 }
 
@@ -209,12 +209,7 @@ impl AgentService {
     }
 
     async fn review(&self, token: &str) -> Result<BoundPod, Status> {
-        let key: [u8; 32] = {
-            let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-            let mut k = [0u8; 32];
-            k.copy_from_slice(d.as_ref());
-            k
-        };
+        let key = crate::api::auth::digest(&[token.as_bytes()]);
         if let Some((r, until)) = self.tokens.lock().expect("lock").get(&key)
             && Instant::now() < *until
         {

@@ -156,9 +156,10 @@ pub struct Authorizer {
     reviews: tokio::sync::Semaphore,
 }
 
-type Digest = [u8; 32];
+/// A SHA-256 digest, the key of the token caches (here and in the agent service).
+pub type Digest = [u8; 32];
 
-fn digest(parts: &[&[u8]]) -> Digest {
+pub fn digest(parts: &[&[u8]]) -> Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for p in parts {
         // Length-prefixed, so no two different part lists hash the same bytes.

@@ -158,18 +158,23 @@ impl ApiContext {
         Ok(convert::deploy(&self.fresh_typed(ns, name).await?))
     }
 
+    /// The DeployFlow as the API server has it (`None` when it does not exist).
+    async fn live(&self, ns: &str, name: &str) -> Result<Option<DeployFlow>> {
+        match self.df_api(ns).get(name).await {
+            Ok(df) => Ok(Some(df)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(kube::Error::SerdeError(e)) => Err(unreadable(ns, name, e)),
+            Err(e) => Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+        }
+    }
+
     /// From the cache, or, when this replica's cache has not seen it yet (created a moment ago
     /// through another replica), from the API server.
     async fn fresh_typed(&self, ns: &str, name: &str) -> Result<DeployFlow> {
         match self.cached_typed(ns, name) {
-            Err(ApiError::NotFound(_)) => match self.df_api(ns).get(name).await {
-                Ok(df) => Ok(df),
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")))
-                }
-                Err(kube::Error::SerdeError(e)) => Err(unreadable(ns, name, e)),
-                Err(e) => Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
-            },
+            Err(ApiError::NotFound(why)) => {
+                self.live(ns, name).await?.ok_or(ApiError::NotFound(why))
+            }
             other => other,
         }
     }
@@ -221,16 +226,10 @@ impl ApiContext {
             let from_cache = cached.is_some();
             let live = match cached {
                 Some(df) => df,
-                None => match api.get(name).await {
-                    Ok(df) => df,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
-                        return Err(ApiError::NotFound(format!("deploy {ns}/{name} not found")));
-                    }
-                    Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
-                    Err(e) => {
-                        return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e));
-                    }
-                },
+                None => self
+                    .live(ns, name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("deploy {ns}/{name} not found")))?,
             };
             // A refusal is decided on the API server's copy, never on a cache that may lag.
             if finished(&live) {
@@ -571,11 +570,8 @@ impl ApiContext {
     pub async fn delete(&self, ns: &str, name: &str) -> Result<()> {
         let mut sub = self.changes.subscribe();
         let api = self.df_api(ns);
-        let df = match api.get(name).await {
-            Ok(df) => df,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(kube::Error::SerdeError(e)) => return Err(unreadable(ns, name, e)),
-            Err(e) => return Err(ApiError::kube(format!("reading deploy {ns}/{name}"), e)),
+        let Some(df) = self.live(ns, name).await? else {
+            return Ok(());
         };
         if !finished(&df) {
             return Err(Refusal::Unfinished { phase: phase(&df) }.into());

@@ -18,7 +18,7 @@ use triton_core::api::FieldError;
 use triton_proto::deployflow as pb;
 
 use super::auth::Target;
-use super::ops::{ApplyRequest, Interrupt, NonUpdate};
+use super::ops::{ApplyRequest, NonUpdate};
 use super::{ApiContext, ApiError};
 use crate::crd::DeployFlow;
 
@@ -35,10 +35,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             &format!("{ns}/deployflows/{{name}}"),
             get(get_one).patch(patch_strategy).delete(delete),
         )
-        .route(&format!("{ns}/deployflows/{{name}}/next"), post(next))
-        .route(&format!("{ns}/deployflows/{{name}}/pause"), post(pause))
-        .route(&format!("{ns}/deployflows/{{name}}/resume"), post(resume))
-        .route(&format!("{ns}/deployflows/{{name}}/cancel"), post(cancel))
+        .route(&format!("{ns}/deployflows/{{name}}/{{verb}}"), post(verb))
         .route(&format!("{ns}/instances"), get(instances))
         .route(
             &format!("{ns}/instances/{{name}}"),
@@ -374,89 +371,33 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn next(
+/// `POST …/deployflows/{name}/{next,pause,resume,cancel}`: one shot, the patched DeployFlow.
+async fn verb(
     State(ctx): Ctx,
-    Path((ns, name)): Path<(String, String)>,
+    Path((ns, name, verb)): Path<(String, String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Reply {
-    names(&ns, &name)?;
-    guard(
-        &ctx,
-        &headers,
-        "deployflow.DeployFlow/Next",
-        &ns,
-        Target::deployflow(&name),
-    )
-    .await?;
-    let d = ctx.next(&ns, &name).await?;
-    Ok(deploy_reply(&ctx, StatusCode::OK, d))
-}
-
-async fn interrupt(
-    ctx: Arc<ApiContext>,
-    ns: String,
-    name: String,
-    headers: HeaderMap,
-    what: Interrupt,
-    method: &str,
-) -> Reply {
+    let (method, body) = match verb.as_str() {
+        "next" => ("deployflow.DeployFlow/Next", None),
+        "pause" => ("deployflow.DeployFlow/Pause", Some(json!({"paused": true}))),
+        "resume" => (
+            "deployflow.DeployFlow/Resume",
+            Some(json!({"paused": false})),
+        ),
+        "cancel" => (
+            "deployflow.DeployFlow/Cancel",
+            Some(json!({"canceled": true})),
+        ),
+        _ => return Err(not_found(uri).await),
+    };
     names(&ns, &name)?;
     guard(&ctx, &headers, method, &ns, Target::deployflow(&name)).await?;
-    let body = match what {
-        Interrupt::Pause => json!({"paused": true}),
-        Interrupt::Resume => json!({"paused": false}),
-        Interrupt::Cancel => json!({"canceled": true}),
+    let d = match body {
+        None => ctx.next(&ns, &name).await?,
+        Some(body) => ctx.patch_fields(&ns, &name, body).await?,
     };
-    let d = ctx.patch_fields(&ns, &name, body).await?;
     Ok(deploy_reply(&ctx, StatusCode::OK, d))
-}
-
-async fn pause(
-    State(ctx): Ctx,
-    Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Reply {
-    interrupt(
-        ctx,
-        ns,
-        name,
-        headers,
-        Interrupt::Pause,
-        "deployflow.DeployFlow/Pause",
-    )
-    .await
-}
-
-async fn resume(
-    State(ctx): Ctx,
-    Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Reply {
-    interrupt(
-        ctx,
-        ns,
-        name,
-        headers,
-        Interrupt::Resume,
-        "deployflow.DeployFlow/Resume",
-    )
-    .await
-}
-
-async fn cancel(
-    State(ctx): Ctx,
-    Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Reply {
-    interrupt(
-        ctx,
-        ns,
-        name,
-        headers,
-        Interrupt::Cancel,
-        "deployflow.DeployFlow/Cancel",
-    )
-    .await
 }
 
 /// POST deployflows: `{"applicationSpec": {...}, "updateStrategy": {...}}`.

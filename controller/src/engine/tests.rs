@@ -922,6 +922,19 @@ fn agent_pod(name: &str, healthy: Option<(&str, &str)>) -> Pod {
     p
 }
 
+/// A pulled-in (gate True) agent pod whose agent reports `reason` (False).
+fn pulled_in_agent_pod(reason: &str) -> Pod {
+    let mut p = agent_pod("new-1", Some(("False", reason)));
+    p.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap());
+    p
+}
+
 fn smoking_update(p: Pod) -> Decision {
     flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
         .status(running(
@@ -956,15 +969,7 @@ fn an_app_the_agent_reports_broken_fails_the_smoke_and_a_baking_batch_fails_its_
     let msg = d.status.message.clone().unwrap();
     assert!(msg.contains("new-1") && msg.contains("HTTPStatus"), "{msg}");
 
-    let mut broken = agent_pod("new-1", Some(("False", crate::agent::AGENT_SILENT)));
-    broken
-        .status
-        .as_mut()
-        .unwrap()
-        .conditions
-        .as_mut()
-        .unwrap()
-        .push(serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap());
+    let broken = pulled_in_agent_pod(crate::agent::AGENT_SILENT);
     let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
         .status(running(
             vec![batch(
@@ -984,15 +989,7 @@ fn an_app_the_agent_reports_broken_fails_the_smoke_and_a_baking_batch_fails_its_
 
 #[test]
 fn a_pod_failing_during_its_batchs_pull_in_fails_the_bake_not_the_smoke() {
-    let mut broken = agent_pod("new-1", Some(("False", "HTTPStatus")));
-    broken
-        .status
-        .as_mut()
-        .unwrap()
-        .conditions
-        .as_mut()
-        .unwrap()
-        .push(serde_json::from_value(json!({"type": READY_GATE, "status": "True"})).unwrap());
+    let broken = pulled_in_agent_pod("HTTPStatus");
     let d = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
         .status(running(
             vec![batch(
