@@ -16,6 +16,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name as the DeployFlow spells it (`scale_in`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Rollback => "rollback",
+            Action::Restart => "restart",
+            Action::ScaleIn => "scale_in",
+            Action::ScaleOut => "scale_out",
+        }
+    }
+
     /// create, update and rollback change the pod revision (and use `updateStrategy`).
     pub fn is_revision_changing(self) -> bool {
         matches!(self, Action::Create | Action::Update | Action::Rollback)
@@ -71,7 +83,7 @@ impl DeployPhase {
 
 /// Phase of one batch.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum BatchPhase {
     #[default]
@@ -932,5 +944,24 @@ mod verdict_tests {
             interval_wait(Duration::ZERO, Duration::ZERO, false, false),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod action_name_tests {
+    use super::Action;
+
+    #[test]
+    fn action_names_are_the_serialized_names() {
+        for a in [
+            Action::Create,
+            Action::Update,
+            Action::Rollback,
+            Action::Restart,
+            Action::ScaleIn,
+            Action::ScaleOut,
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
     }
 }
