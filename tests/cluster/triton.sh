@@ -7,6 +7,7 @@
 #   TRITON_WEBHOOK_DIR    certificates: certs/{ca.crt,ca.key}, and the served tls.crt / tls.key
 #   TRITON_WEBHOOK_START  a script that starts the webhook again (after a test stopped it)
 #   TRITON_WEBHOOK_ADDR   127.0.0.1:8443 (HTTPS), TRITON_WEBHOOK_ADMIN 127.0.0.1:9090 (HTTP)
+#   PATH                  with kubectl-triton (the kubectl plugin) on it
 TB=$TESTENV_TRITON_BIN
 W=$T/triton-webhook
 mkdir -p "$W"
@@ -77,6 +78,9 @@ EOF2
 export TRITON_CONTROLLER_START=$T/start-triton-controller TRITON_CONTROLLER_ADMIN=127.0.0.1:8000
 export TRITON_API_GRPC=127.0.0.1:8099 TRITON_API_REST=127.0.0.1:8088 GRPCURL=$TESTENV_BIN/grpcurl
 export TRITON_AGENT_SERVICE=127.0.0.1:8097 TRITON_AGENT_BIN=$TB/triton-agent
+# The kubectl plugin, found by kubectl as `kubectl triton` (a directory of its own on PATH).
+mkdir -p "$T/plugins" && ln -s "$TB/kubectl-triton" "$T/plugins/kubectl-triton"
+export PATH="$T/plugins:$PATH"
 [[ -x $GRPCURL ]] || die "grpcurl missing in $TESTENV_BIN (tests/cluster/build builds it)"
 cat >"$TRITON_CONTROLLER_START" <<SCRIPT
 #!/bin/sh
