@@ -81,6 +81,12 @@ until [[ $(kubectl get df "$scale_df" -o jsonpath='{.status.phase}') == Success 
 done
 echo "  $scale_df: Success; $pod $(kubectl get pod "$pod" >/dev/null 2>&1 && echo "still exists (unexpected)" || echo "deleted")"
 
+bold "kubectl triton: the releases, and the tutorial's as a tree (README, \"kubectl triton\")"
+echo "\$ kubectl triton list"
+kubectl triton list
+echo "\$ kubectl triton get $df"
+kubectl triton get $df
+
 bold "done"
 kubectl get df
 kubectl get clonesets.v1alpha1.apps.kruise.io,pods -o wide -l app=12122
