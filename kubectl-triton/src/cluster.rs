@@ -1,6 +1,6 @@
 //! The user's cluster: a client from their kubeconfig and context, errors worded as kubectl words
-//! them, and the API's operations run with the user's credentials (namespace-scoped caches
-//! instead of the controller's cluster-wide ones).
+//! them, watches into caches, and the API's operations run with the user's credentials
+//! (namespace-scoped caches instead of the controller's cluster-wide ones).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,9 @@ use triton_core::names::INSTANCE_LABEL;
 /// Where to connect, as kubectl's global flags say.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Target {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true, env = "KUBECONFIG", hide_env = true)]
+    /// Path to the kubeconfig file (default: the files $KUBECONFIG lists, merged, else
+    /// ~/.kube/config).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
@@ -43,12 +44,6 @@ impl Failure {
             message: message.into(),
             code: 1,
         }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::new(format!("{e:#}"))
     }
 }
 
@@ -77,6 +72,11 @@ pub fn from_api(e: ApiError) -> Failure {
     }
 }
 
+/// A name given on the command line, checked before it goes into a URL or a selector.
+pub fn name(what: &str, s: &str) -> Result<(), Failure> {
+    triton_core::api::object_name(what, s).map_err(|e| Failure::new(e.to_string()))
+}
+
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
@@ -88,7 +88,8 @@ impl Cluster {
             context: t.context.clone(),
             ..Default::default()
         };
-        let no_config = |e: &dyn std::fmt::Display| Failure::new(format!("no usable kubeconfig: {e}"));
+        let no_config =
+            |e: &dyn std::fmt::Display| Failure::new(format!("no usable kubeconfig: {e}"));
         let config = match &t.kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| {
@@ -98,6 +99,7 @@ impl Cluster {
                     .await
                     .map_err(|e| no_config(&e))?
             }
+            // $KUBECONFIG (several files merged, as kubectl does) or ~/.kube/config.
             None if t.context.is_some() => Config::from_kubeconfig(&opts)
                 .await
                 .map_err(|e| no_config(&e))?,
@@ -115,16 +117,31 @@ impl Cluster {
     }
 }
 
-/// A namespace-scoped cache fed by a watch, the DeployFlow one also feeding `changes`.
-struct Reflected<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
-    synced: watch::Receiver<Option<Result<(), String>>>,
+/// Where a watch stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Listing {
+    /// Not listed yet (the last error, if the list failed and is being retried).
+    Pending(Option<String>),
+    /// In the cache; `Some` while the watch fails and is retried (it resumes by itself).
+    Listed(Option<String>),
+    /// Refused for good (RBAC, an unknown resource): kubectl's wording.
+    Refused(String),
 }
 
-fn reflect<K>(
+/// A namespace-scoped cache fed by a watch.
+pub struct Reflected<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    pub store: Store<K>,
+    pub listing: watch::Receiver<Listing>,
+}
+
+/// Watches `api` into a cache; `tap` sees every object the watch delivers (with whether it is
+/// gone), `changed` is bumped on every event. Errors the API server gives for good (401, 403,
+/// 404) before the first list end the wait for it; others are retried with backoff and shown.
+pub fn reflect<K>(
     api: Api<K>,
     cfg: watcher::Config,
     tap: impl Fn(&K, bool) + Send + 'static,
+    changed: Option<Arc<watch::Sender<u64>>>,
 ) -> Reflected<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -137,62 +154,96 @@ where
 {
     let writer = Writer::<K>::default();
     let store = writer.as_reader();
-    let (tx, synced) = watch::channel(None);
+    let (tx, listing) = watch::channel(Listing::Pending(None));
     let fut = watcher(api, cfg)
         .default_backoff()
         .reflect(writer)
         .for_each(move |ev| {
-            match ev {
-                Ok(watcher::Event::InitDone) => {
-                    tx.send_replace(Some(Ok(())));
-                }
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => tap(&o, false),
-                Ok(watcher::Event::Delete(o)) => tap(&o, true),
-                Ok(watcher::Event::Init) => {}
-                Err(e) => {
-                    // RBAC and a missing CRD do not heal by retrying: say so at once.
-                    let fatal = match &e {
-                        watcher::Error::InitialListFailed(kube::Error::Api(s))
-                        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
-                            s.code == 403 || s.code == 404 || s.code == 401
-                        }
-                        _ => false,
-                    };
-                    if fatal && tx.borrow().is_none() {
-                        let msg = match &e {
-                            watcher::Error::InitialListFailed(err)
-                            | watcher::Error::WatchStartFailed(err) => {
-                                from_kube("listing", err).message
-                            }
-                            other => other.to_string(),
-                        };
-                        tx.send_replace(Some(Err(msg)));
+            let bump = match ev {
+                Ok(ev) => {
+                    match &ev {
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => tap(o, false),
+                        watcher::Event::Delete(o) => tap(o, true),
+                        watcher::Event::Init => {}
+                        watcher::Event::InitDone => {}
                     }
+                    let listed = matches!(ev, watcher::Event::InitDone)
+                        || matches!(*tx.borrow(), Listing::Listed(_));
+                    if listed {
+                        tx.send_if_modified(|l| {
+                            let new = Listing::Listed(None);
+                            (*l != new).then(|| *l = new).is_some()
+                        });
+                    }
+                    !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_))
                 }
+                Err(e) => {
+                    let (fatal, msg) = match &e {
+                        watcher::Error::InitialListFailed(err)
+                        | watcher::Error::WatchStartFailed(err) => (
+                            matches!(err, kube::Error::Api(s) if [401, 403, 404].contains(&s.code)),
+                            from_kube("watching", err).message,
+                        ),
+                        other => (false, other.to_string()),
+                    };
+                    let new = match &*tx.borrow() {
+                        Listing::Pending(_) if fatal => Listing::Refused(msg),
+                        Listing::Pending(_) => Listing::Pending(Some(msg)),
+                        Listing::Listed(_) => Listing::Listed(Some(msg)),
+                        Listing::Refused(m) => Listing::Refused(m.clone()),
+                    };
+                    tx.send_replace(new);
+                    true
+                }
+            };
+            if bump && let Some(c) = &changed {
+                c.send_modify(|n| *n += 1);
             }
             async {}
         });
     tokio::spawn(fut);
-    Reflected { store, synced }
+    Reflected { store, listing }
 }
 
-async fn synced(
+/// Waits until the watch has listed (`Err` when it is refused or `timeout` passes).
+pub async fn listed(
     what: &str,
-    mut rx: watch::Receiver<Option<Result<(), String>>>,
+    mut rx: watch::Receiver<Listing>,
     timeout: Duration,
 ) -> Result<(), Failure> {
-    let r = tokio::time::timeout(timeout, rx.wait_for(|s| s.is_some())).await;
-    match r {
-        Ok(Ok(v)) => match v.clone() {
-            Some(Err(m)) => Err(Failure::new(m)),
-            _ => Ok(()),
-        },
-        _ => Err(Failure::new(format!(
-            "timed out after {}s listing {what} (is the API server reachable?)",
-            timeout.as_secs()
-        ))),
+    // Some(refusal) once listed or refused; None on a timeout.
+    let outcome = match tokio::time::timeout(
+        timeout,
+        rx.wait_for(|l| !matches!(l, Listing::Pending(_))),
+    )
+    .await
+    {
+        Ok(Ok(l)) => Some(match &*l {
+            Listing::Refused(m) => Some(m.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let refused = match outcome {
+        Some(None) => return Ok(()),
+        Some(Some(m)) => Some(m),
+        None => None,
+    };
+    if let Some(m) = refused {
+        return Err(Failure::new(m));
     }
+    let last = match &*rx.borrow() {
+        Listing::Pending(Some(e)) => format!(": {e}"),
+        _ => String::new(),
+    };
+    Err(Failure::new(format!(
+        "listing {what} did not finish within {}s{last}",
+        timeout.as_secs()
+    )))
 }
+
+/// How long a command waits for its first lists.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What an action reads before it writes.
 pub enum Scope<'a> {
@@ -220,8 +271,8 @@ pub async fn api_context(c: &Cluster, scope: Scope<'_>) -> Result<Arc<ApiContext
                 let _ = tap.send(Change::new(Arc::new(o.clone()), deleted));
             }
         },
+        None,
     );
-    let timeout = Duration::from_secs(30);
     let (clonesets, pods) = match scope {
         Scope::Release(_) => (
             Writer::<RawCloneSet>::default().as_reader(),
@@ -232,27 +283,25 @@ pub async fn api_context(c: &Cluster, scope: Scope<'_>) -> Result<Arc<ApiContext
                 Api::<RawCloneSet>::namespaced(c.client.clone(), ns),
                 watcher::Config::default().fields(&format!("metadata.name={app}")),
                 |_, _| {},
+                None,
             );
             let pods = reflect(
                 Api::<Pod>::namespaced(c.client.clone(), ns),
                 watcher::Config::default().labels(&format!("{INSTANCE_LABEL}={app}")),
                 |_, _| {},
+                None,
             );
-            synced("clonesets", cs.synced, timeout).await?;
-            synced("pods", pods.synced, timeout).await?;
+            listed("clonesets", cs.listing, LIST_TIMEOUT).await?;
+            listed("pods", pods.listing, LIST_TIMEOUT).await?;
             (cs.store, pods.store)
         }
     };
-    synced("deployflows", dfs.synced, timeout).await?;
-    Ok(Arc::new(ApiContext {
-        client: c.client.clone(),
-        deployflows: dfs.store,
+    listed("deployflows", dfs.listing, LIST_TIMEOUT).await?;
+    Ok(Arc::new(ApiContext::local(
+        c.client.clone(),
+        dfs.store,
         clonesets,
         pods,
         changes,
-        auth: None,
-        streams: Default::default(),
-        max_streams: i64::MAX,
-        starting: Default::default(),
-    }))
+    )))
 }

@@ -4,13 +4,11 @@ use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use triton_controller::crd::DeployFlow;
@@ -20,7 +18,7 @@ use triton_controller::reconcile::decode;
 use triton_core::names::INSTANCE_LABEL;
 use triton_core::release::DeployPhase;
 
-use crate::cluster::{Cluster, Failure, from_kube};
+use crate::cluster::{Cluster, Failure, LIST_TIMEOUT, Listing, Reflected, from_kube, listed, reflect};
 use crate::view::{self, Readable, Seen, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -95,21 +93,20 @@ async fn read_raw(c: &Cluster, name: &str) -> Result<RawDeployFlow, Failure> {
 }
 
 pub async fn get(c: &Cluster, name: &str, output: Output, watch: bool) -> Result<i32, Failure> {
-    triton_core::api::object_name("NAME", name).map_err(|e| Failure::new(e.to_string()))?;
+    if watch && output != Output::Tree {
+        return Err(Failure::new(
+            "--watch draws the tree; use `kubectl get df NAME -w -o json` for a stream of objects",
+        ));
+    }
     let raw = read_raw(c, name).await?;
     match output {
-        Output::Json | Output::Yaml if !watch => {
+        Output::Json | Output::Yaml => {
             let text = match output {
                 Output::Json => serde_json::to_string_pretty(&raw).expect("serializable") + "\n",
                 _ => serde_yaml::to_string(&raw).expect("serializable"),
             };
             print!("{text}");
             return Ok(0);
-        }
-        Output::Json | Output::Yaml => {
-            return Err(Failure::new(
-                "--watch draws the tree; use `kubectl get df NAME -w -o json` for a stream of objects",
-            ));
         }
         Output::Tree => {}
     }
@@ -121,62 +118,21 @@ pub async fn get(c: &Cluster, name: &str, output: Output, watch: bool) -> Result
     watch_tree(c, name, raw).await
 }
 
-/// A namespaced watch into a store, bumping `changed` on every event; `Err` when it cannot list.
-fn reflect<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    changed: Arc<watch::Sender<u64>>,
-) -> (Store<K>, watch::Receiver<Option<Result<(), String>>>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let writer = Writer::<K>::default();
-    let store = writer.as_reader();
-    let (tx, rx) = watch::channel(None);
-    let fut = watcher(api, cfg)
-        .default_backoff()
-        .reflect(writer)
-        .for_each(move |ev| {
-            match ev {
-                Ok(watcher::Event::Init) | Ok(watcher::Event::InitApply(_)) => {}
-                Ok(watcher::Event::InitDone) => {
-                    tx.send_replace(Some(Ok(())));
-                    changed.send_modify(|n| *n += 1);
-                }
-                Ok(_) => changed.send_modify(|n| *n += 1),
-                Err(e) => {
-                    if tx.borrow().as_ref().is_none_or(|s| s.is_err()) {
-                        let msg = match &e {
-                            watcher::Error::InitialListFailed(err)
-                            | watcher::Error::WatchStartFailed(err) => {
-                                from_kube("watching", err).message
-                            }
-                            other => other.to_string(),
-                        };
-                        tx.send_replace(Some(Err(msg)));
-                        changed.send_modify(|n| *n += 1);
-                    }
-                }
-            }
-            async {}
-        });
-    tokio::spawn(fut);
-    (store, rx)
+fn state<K: kube::Resource<DynamicType = ()> + Clone>(r: &Reflected<K>) -> Readable<Vec<K>> {
+    match &*r.listing.borrow() {
+        Listing::Refused(e) => Err(e.clone()),
+        _ => Ok(r.store.state().iter().map(|o| (**o).clone()).collect()),
+    }
 }
 
-fn state<K: kube::Resource<DynamicType = ()> + Clone>(
-    store: &Store<K>,
-    synced: &watch::Receiver<Option<Result<(), String>>>,
-) -> Readable<Vec<K>> {
-    match &*synced.borrow() {
-        Some(Err(e)) => Err(e.clone()),
-        _ => Ok(store.state().iter().map(|o| (**o).clone()).collect()),
+/// A watch that fails after its list (it retries by itself) as a note under the tree.
+fn trouble(what: &str, l: &watch::Receiver<Listing>) -> Option<view::Line> {
+    match &*l.borrow() {
+        Listing::Listed(Some(e)) | Listing::Pending(Some(e)) => Some(vec![view::Span {
+            style: anstyle::AnsiColor::Yellow.on_default(),
+            text: format!("  (the watch of {what} fails, retrying: {e})"),
+        }]),
+        _ => None,
     }
 }
 
@@ -186,23 +142,24 @@ fn state<K: kube::Resource<DynamicType = ()> + Clone>(
 struct Screen {
     tty: bool,
     colour: bool,
+    /// Lines of the frame on screen, and the terminal size it was drawn for.
     height: usize,
+    size: Option<(usize, usize)>,
     last: String,
 }
 
 impl Screen {
-    fn draw(&mut self, lines: &[view::Line]) {
-        let width = if self.tty {
-            terminal_size::terminal_size().map_or(usize::MAX, |(w, _)| w.0 as usize)
+    /// Draws a frame; `Err` when stdout is gone (a closed pipe).
+    fn draw(&mut self, lines: &[view::Line]) -> std::io::Result<()> {
+        let size = if self.tty {
+            terminal_size::terminal_size().map(|(w, h)| (w.0 as usize, h.0 as usize))
         } else {
-            usize::MAX
+            None
         };
-        let rows = if self.tty {
-            terminal_size::terminal_size().map_or(usize::MAX, |(_, h)| h.0 as usize)
-        } else {
-            usize::MAX
-        };
-        let mut fitted: Vec<view::Line> = lines.iter().map(|l| view::fit(l, width)).collect();
+        // One column spare: a line as wide as the terminal leaves the cursor in its last
+        // column, where the clear-to-end erases the line's last character on some terminals.
+        let (cols, rows) = size.map_or((usize::MAX, usize::MAX), |(w, h)| (w.saturating_sub(1), h));
+        let mut fitted: Vec<view::Line> = lines.iter().map(|l| view::fit(l, cols)).collect();
         if fitted.len() >= rows {
             let keep = rows.saturating_sub(2);
             let hidden = fitted.len() - keep;
@@ -213,12 +170,15 @@ impl Screen {
             }]);
         }
         let text = view::render(&fitted, self.colour);
-        if text == self.last {
-            return;
+        if text == self.last && size == self.size {
+            return Ok(());
         }
         let mut out = String::new();
         if self.tty {
-            if self.height > 0 {
+            if size != self.size && self.height > 0 {
+                // Resized: the old frame may have reflowed; start over on a clear screen.
+                out.push_str("\x1b[H\x1b[2J");
+            } else if self.height > 0 {
                 out.push_str(&format!("\x1b[{}A\r", self.height));
             }
             for line in text.lines() {
@@ -231,10 +191,12 @@ impl Screen {
             out.push_str(&text);
         }
         let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(out.as_bytes());
-        let _ = stdout.flush();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
         self.height = fitted.len();
+        self.size = size;
         self.last = text;
+        Ok(())
     }
 }
 
@@ -243,73 +205,104 @@ async fn watch_tree(c: &Cluster, name: &str, first: RawDeployFlow) -> Result<i32
     let df0 = decode(&first).map_err(|e| unreadable(&ns, name, e))?;
     let instance = df0.spec.application.instance_name.clone();
     let (changed_tx, mut changed) = watch::channel(0u64);
-    let changed_tx = Arc::new(changed_tx);
-    let (dfs, dfs_ok) = reflect(
+    let changed_tx = Some(Arc::new(changed_tx));
+    let dfs = reflect(
         Api::<RawDeployFlow>::namespaced(c.client.clone(), &ns),
         watcher::Config::default().fields(&format!("metadata.name={name}")),
+        |_, _| {},
         changed_tx.clone(),
     );
-    let (css, css_ok) = reflect(
+    let css = reflect(
         Api::<RawCloneSet>::namespaced(c.client.clone(), &ns),
         watcher::Config::default().fields(&format!("metadata.name={instance}")),
+        |_, _| {},
         changed_tx.clone(),
     );
-    let (pods, pods_ok) = reflect(
+    let pods = reflect(
         Api::<Pod>::namespaced(c.client.clone(), &ns),
         watcher::Config::default().labels(&format!("{INSTANCE_LABEL}={instance}")),
+        |_, _| {},
         changed_tx.clone(),
     );
-    let (slices, slices_ok) = reflect(
+    let slices = reflect(
         Api::<EndpointSlice>::namespaced(c.client.clone(), &ns),
         watcher::Config::default(),
+        |_, _| {},
         changed_tx.clone(),
     );
+    // The first frame only once every watch has listed (or was refused): an empty cache is
+    // not "no pods".
+    listed("deployflows", dfs.listing.clone(), LIST_TIMEOUT).await?;
+    for (what, l) in [
+        ("clonesets", css.listing.clone()),
+        ("pods", pods.listing.clone()),
+        ("endpointslices", slices.listing.clone()),
+    ] {
+        // Refused: a note in the tree; slow: the tree shows what has arrived, with a note.
+        let _ = listed(what, l, LIST_TIMEOUT).await;
+    }
     let tty = std::io::stdout().is_terminal();
     let mut screen = Screen {
         tty,
         colour: colour(),
         height: 0,
+        size: None,
         last: String::new(),
     };
+    // When each batch phase was first seen; phases already there when the watch began are not
+    // timed (their start is unknown to the watch).
     let mut seen = Seen::new();
-    let mut latest = df0;
+    let mut untimed: std::collections::HashSet<(i32, triton_core::release::BatchPhase)> =
+        Default::default();
+    let mut first_frame = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        // The newest copy (the first GET until the watch has listed).
-        let listed = matches!(&*dfs_ok.borrow(), Some(Ok(())));
-        if listed {
-            match dfs.state().first() {
-                Some(raw) => {
-                    latest = decode(raw).map_err(|e| unreadable(&ns, name, e))?;
-                }
-                None => {
-                    eprintln!("deployflow {ns}/{name} was deleted");
-                    return Ok(1);
-                }
+        let latest = match dfs.store.state().first() {
+            Some(raw) => decode(raw).map_err(|e| unreadable(&ns, name, e))?,
+            None => {
+                eprintln!("deployflow {ns}/{name} was deleted");
+                return Ok(1);
             }
-        } else if let Some(Err(e)) = &*dfs_ok.borrow() {
-            return Err(Failure::new(e.clone()));
-        }
+        };
         let now = Timestamp::now();
         for c in latest.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
-            seen.entry((c.batch, c.phase)).or_insert(now);
+            if first_frame {
+                untimed.insert((c.batch, c.phase));
+            } else if !untimed.contains(&(c.batch, c.phase)) {
+                seen.entry((c.batch, c.phase)).or_insert(now);
+            }
         }
-        let cloneset = match &*css_ok.borrow() {
-            Some(Err(e)) => Err(e.clone()),
-            _ => Ok(css.state().first().map(|o| cloneset_view((**o).clone()))),
+        first_frame = false;
+        let cloneset = match &*css.listing.borrow() {
+            Listing::Refused(e) => Err(e.clone()),
+            _ => Ok(css.store.state().first().map(|o| cloneset_view((**o).clone()))),
         };
         let snap = Snapshot {
             df: latest.clone(),
             cloneset,
-            pods: state(&pods, &pods_ok),
-            slices: state(&slices, &slices_ok),
+            pods: state(&pods),
+            slices: state(&slices),
         };
-        screen.draw(&view::tree(&snap, now, &seen));
+        let mut lines = view::tree(&snap, now, &seen);
+        lines.extend(
+            [
+                trouble("the DeployFlow", &dfs.listing),
+                trouble("the CloneSet", &css.listing),
+                trouble("pods", &pods.listing),
+                trouble("endpointslices", &slices.listing),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        if screen.draw(&lines).is_err() {
+            // The reader went away (a closed pipe).
+            return Ok(0);
+        }
         let st = latest.status.clone().unwrap_or_default();
-        if listed && st.finished {
+        if st.finished {
             return Ok(if st.phase == DeployPhase::Success { 0 } else { 1 });
         }
         tokio::select! {
@@ -321,7 +314,15 @@ async fn watch_tree(c: &Cluster, name: &str, first: RawDeployFlow) -> Result<i32
     }
 }
 
-pub async fn list(c: &Cluster, all: bool, output: Output) -> Result<i32, Failure> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListOutput {
+    Table,
+    /// A List of the DeployFlows as the API server has them.
+    Json,
+    Yaml,
+}
+
+pub async fn list(c: &Cluster, all: bool, output: ListOutput) -> Result<i32, Failure> {
     let api: Api<RawDeployFlow> = if all {
         Api::all(c.client.clone())
     } else {
@@ -333,17 +334,17 @@ pub async fn list(c: &Cluster, all: bool, output: Output) -> Result<i32, Failure
         .map_err(|e| from_kube("listing deployflows", &e))?
         .items;
     match output {
-        Output::Json => {
+        ListOutput::Json => {
             let v = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
             println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
             return Ok(0);
         }
-        Output::Yaml => {
+        ListOutput::Yaml => {
             let v = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
             print!("{}", serde_yaml::to_string(&v).expect("serializable"));
             return Ok(0);
         }
-        Output::Tree => {}
+        ListOutput::Table => {}
     }
     let mut dfs: Vec<DeployFlow> = Vec::new();
     let mut unreadable = 0;

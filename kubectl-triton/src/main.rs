@@ -15,7 +15,7 @@ use triton_proto::deployflow as pb;
 
 use crate::actions::{Batching, Wait};
 use crate::cluster::{Cluster, Failure, Target};
-use crate::get::Output;
+use crate::get::{ListOutput, Output};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -84,8 +84,8 @@ Examples:
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        #[arg(short, long, value_enum, default_value = "tree")]
-        output: Output,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: ListOutput,
     },
     /// Move a manual release on to its next stop (Smoked → Baking → Baked → the next batch).
     #[command(after_help = "\
@@ -123,7 +123,12 @@ Examples:
         wait: WaitArgs,
     },
     /// Resume a paused release (refused while its failing batch still fails).
-    #[command(after_help = "Examples:\n  kubectl triton resume my-release --wait")]
+    #[command(after_help = "\
+Examples:
+  kubectl triton resume my-release --wait
+
+Without --wait the command returns once the request is written; the controller may still refuse
+it (a batch that still fails pauses the release again). --wait reports that refusal (exit 1).")]
     Resume {
         name: String,
         #[command(flatten)]
@@ -204,7 +209,29 @@ Examples:
     },
 }
 
+/// The DeployFlow or application a command names, checked before it reaches a URL or selector.
+fn named(c: &Command) -> Option<(&'static str, &str)> {
+    match c {
+        Command::Get { name, .. }
+        | Command::Next { name, .. }
+        | Command::Continue { name, .. }
+        | Command::Pause { name, .. }
+        | Command::Resume { name, .. }
+        | Command::Cancel { name, .. } => Some(("NAME", name)),
+        Command::Restart { app, .. } | Command::Scale { app, .. } | Command::Rollback { app, .. } => {
+            Some(("APP", app))
+        }
+        _ => None,
+    }
+}
+
 async fn run(cli: Cli) -> Result<i32, Failure> {
+    if let Some((what, name)) = named(&cli.command) {
+        cluster::name(what, name)?;
+    }
+    if let Command::Rollback { to: Some(to), .. } = &cli.command {
+        cluster::name("--to", to)?;
+    }
     let connect = || Cluster::connect(&cli.target);
     match cli.command {
         Command::Get {
@@ -299,6 +326,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
 }
 
 fn main() {
+    // Like kubectl and every Unix tool: a closed pipe (`| head`) ends the program quietly
+    // instead of a panic on the next write.
+    // SAFETY: called before any thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -314,4 +347,37 @@ fn main() {
     // Background watches are not awaited: the answer is out.
     rt.shutdown_background();
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn names_are_checked_before_use() {
+        let cli = Cli::try_parse_from(["kubectl-triton", "pause", "a,b"]).unwrap();
+        let (what, name) = named(&cli.command).unwrap();
+        assert!(cluster::name(what, name).is_err());
+        let cli = Cli::try_parse_from(["kubectl-triton", "scale", "web", "--replicas", "2"]).unwrap();
+        assert_eq!(named(&cli.command), Some(("APP", "web")));
+    }
+
+    #[test]
+    fn completion_scripts_name_the_plugin_binary() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "kubectl-triton",
+            &mut out,
+        );
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("kubectl-triton"), "{script}");
+        assert!(script.contains("rollback"), "every command: {script}");
+    }
 }

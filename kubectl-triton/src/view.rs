@@ -42,18 +42,38 @@ pub struct Span {
 
 pub type Line = Vec<Span>;
 
+/// The label of an EndpointSlice that names its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Text from the cluster (messages, reasons) as one printable line: control characters (a
+/// newline would break the redraw's line count, an ESC would reach the terminal) become spaces.
+fn clean(text: String) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    } else {
+        text
+    }
+}
+
 fn plain(text: impl Into<String>) -> Span {
     Span {
         style: Style::new(),
-        text: text.into(),
+        text: clean(text.into()),
     }
 }
 
 fn styled(style: Style, text: impl Into<String>) -> Span {
     Span {
         style,
-        text: text.into(),
+        text: clean(text.into()),
     }
+}
+
+/// The columns a text takes on a terminal (wide characters take two).
+pub fn width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
 }
 
 const GREEN: Style = AnsiColor::Green.on_default();
@@ -79,31 +99,36 @@ pub fn render(lines: &[Line], colour: bool) -> String {
     out
 }
 
-/// A line cut to `width` characters (the last one an ellipsis), so a redraw never wraps.
-pub fn fit(line: &Line, width: usize) -> Line {
-    let total: usize = line.iter().map(|s| s.text.chars().count()).sum();
-    if total <= width {
+/// A line cut to `max` terminal columns (the last one an ellipsis), so a redraw never wraps.
+pub fn fit(line: &Line, max: usize) -> Line {
+    let total: usize = line.iter().map(|s| width(&s.text)).sum();
+    if total <= max {
         return line.clone();
     }
-    let mut left = width.saturating_sub(1);
+    let mut left = max.saturating_sub(1);
     let mut out = Vec::new();
     for s in line {
+        let mut text = String::new();
+        for c in s.text.chars() {
+            let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            if w > left {
+                left = 0;
+                break;
+            }
+            left -= w;
+            text.push(c);
+        }
+        if !text.is_empty() {
+            out.push(Span {
+                style: s.style,
+                text,
+            });
+        }
         if left == 0 {
             break;
         }
-        let n = s.text.chars().count();
-        if n <= left {
-            out.push(s.clone());
-            left -= n;
-        } else {
-            out.push(Span {
-                style: s.style,
-                text: s.text.chars().take(left).collect(),
-            });
-            left = 0;
-        }
     }
-    if width > 0 {
+    if max > 0 {
         out.push(plain("…"));
     }
     out
@@ -185,7 +210,7 @@ fn endpoints_of(pod: &str, slices: &[EndpointSlice]) -> Vec<(String, bool)> {
     for s in slices {
         let service = s
             .labels()
-            .get("kubernetes.io/service-name")
+            .get(SERVICE_NAME_LABEL)
             .cloned()
             .unwrap_or_else(|| s.name_any());
         for e in s.endpoints.iter().flatten() {
@@ -208,15 +233,21 @@ fn pod_line(
     name: &str,
     info: Option<&triton_controller::crd::PodInfo>,
     pod: Option<&Pod>,
+    pods_readable: bool,
     slices: &Readable<Vec<EndpointSlice>>,
 ) -> Line {
     let mut l = Vec::new();
     let Some(pod) = pod else {
-        // In the status but gone from the cluster (deleted, or replaced by a scale in).
+        // In the status only: gone from the cluster (deleted, or replaced by a scale in), or
+        // not readable by this user (then only what the status says).
         l.push(styled(DIM, format!("· pod {name}")));
-        if let Some(i) = info {
-            l.push(styled(DIM, format!("  {} (gone)", i.phase)));
-        } else {
+        if let Some(i) = info.filter(|i| !i.phase.is_empty()) {
+            l.push(styled(DIM, format!("  {}", i.phase)));
+        }
+        if let Some(i) = info.filter(|i| !i.pull_in_status.is_empty()) {
+            l.push(styled(DIM, format!("  {}", i.pull_in_status)));
+        }
+        if pods_readable {
             l.push(styled(DIM, "  (gone)"));
         }
         return l;
@@ -406,15 +437,16 @@ pub fn tree(s: &Snapshot, now: Timestamp, seen: &Seen) -> Vec<Line> {
         let mut children = Vec::new();
         for p in c.pods.iter().flatten() {
             in_batch.insert(p.name.clone());
-            children.push(pod_line(&p.name, Some(p), pods.get(&p.name).copied(), &s.slices));
+            children.push(pod_line(&p.name, Some(p), pods.get(&p.name).copied(), s.pods.is_ok(), &s.slices));
         }
         for p in c.pods_to_delete.iter().flatten() {
             in_batch.insert(p.clone());
-            let gone = !pods.contains_key(p);
-            children.push(vec![styled(
-                DIM,
-                format!("⌫ pod {p}  {}", if gone { "deleted" } else { "to delete" }),
-            )]);
+            let state = match (&s.pods, pods.contains_key(p)) {
+                (Err(_), _) => "",
+                (Ok(_), false) => "  deleted",
+                (Ok(_), true) => "  to delete",
+            };
+            children.push(vec![styled(DIM, format!("⌫ pod {p}{state}"))]);
         }
         nodes.push((head, children));
     }
@@ -456,7 +488,7 @@ pub fn tree(s: &Snapshot, now: Timestamp, seen: &Seen) -> Vec<Line> {
             ))];
             let children = others
                 .iter()
-                .map(|p| pod_line(&p.name_any(), None, Some(p), &s.slices))
+                .map(|p| pod_line(&p.name_any(), None, Some(p), true, &s.slices))
                 .collect();
             nodes.push((head, children));
         }

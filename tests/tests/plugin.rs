@@ -67,10 +67,16 @@ struct Terminal {
 
 impl Terminal {
     async fn start(command: &str) -> Terminal {
-        let socket = format!("triton-e2e-{}", std::process::id());
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let socket = format!(
+            "triton-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let shell = format!("{command}; echo EXIT=$?; sleep 600");
+        // -f /dev/null: no tmux configuration of the machine's user changes the terminal.
         let ok = tokio::process::Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-x", "200", "-y", "50", &shell])
+            .args(["-f", "/dev/null", "-L", &socket, "new-session", "-d", "-x", "200", "-y", "50", &shell])
             .status()
             .await
             .expect("run tmux");
@@ -80,7 +86,7 @@ impl Terminal {
 
     async fn screen(&self) -> String {
         let out = tokio::process::Command::new("tmux")
-            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .args(["-f", "/dev/null", "-L", &self.socket, "capture-pane", "-p"])
             .output()
             .await
             .expect("tmux capture-pane");
@@ -148,7 +154,13 @@ async fn the_tutorial_runs_to_success_driven_only_by_next_wait_while_get_watch_s
     let df = Flow::create(&client, &ns, tutorial()).await;
     let name = df.name.clone();
     let svc = "sample-12122-svc";
-    let watch = Terminal::start(&format!("kubectl triton get {name} -n {ns} --watch")).await;
+    // The watch, the last Next and a Scale run as a ServiceAccount bound to the example role
+    // triton-release-operator (deploy/): it is all a user needs.
+    let operator = service_account_token(&client, &ns, "operator", true, None).await;
+    let kc = kubeconfig_with_token(&operator, &format!("{ns}-operator")).await;
+    let kc = kc.to_str().unwrap().to_string();
+    let watch =
+        Terminal::start(&format!("kubectl triton --kubeconfig {kc} get {name} -n {ns} --watch")).await;
 
     // The canary stops at Smoked: Ready gate closed, outside the Service's endpoints.
     let screen = watch
@@ -189,16 +201,16 @@ async fn the_tutorial_runs_to_success_driven_only_by_next_wait_while_get_watch_s
     // Next 2: the canary is baked.
     let out = triton(&["next", &name, "-n", &ns, "--wait"]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout.contains("state: BatchStarted, batch 1/3 (canary) Baked"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("next → batch 1 Baked"), "{out:?}");
+    assert_eq!(df.status().await["conditions"][0]["phase"], "Baked", "next --wait returned at Baked");
     watch
         .shows("the canary Baked", &["✔ batch 1 (canary) Baked"], Duration::from_secs(20))
         .await;
 
-    // Next 3: batches 2 and 3, 10 s apart, to Success; --wait prints the progress.
-    let out = triton(&["next", &name, "-n", &ns, "--wait"]).await;
+    // Next 3 at once (the controller may still be planning batch 2, which the API refuses with
+    // "try again": the plugin retries it): batches 2 and 3, 10 s apart, to Success; --wait
+    // prints the progress.
+    let out = triton(&["--kubeconfig", &kc, "next", &name, "-n", &ns, "--wait"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("state: Success"), "{out:?}");
     assert!(out.stderr.contains("batch 3/3"), "progress lines: {out:?}");
@@ -217,6 +229,25 @@ async fn the_tutorial_runs_to_success_driven_only_by_next_wait_while_get_watch_s
         "the last frame shows the 3 pods in the endpoints:\n{screen}"
     );
     assert_eq!(screen.matches("DeployFlow ").count(), 1, "frames are redrawn in place:\n{screen}");
+
+    // A scale in naming a pod, as the operator: exactly that pod goes.
+    let victim = s["conditions"][1]["pods"][0]["name"].as_str().unwrap().to_string();
+    let out = triton(&[
+        "--kubeconfig", &kc, "-n", &ns, "scale", "12122-sample-10010", "--replicas", "2",
+        "--delete-pod", &victim, "--wait",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("scale to 2 replicas: deployflow"), "{out:?}");
+    assert!(out.stdout.contains("state: Success"), "{out:?}");
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    let left = pods_of(&pods, "app.kubernetes.io/instance=12122-sample-10010").await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&victim), "{victim} deleted: {left:?}");
+}
+
+async fn pods_of(api: &Api<k8s_openapi::api::core::v1::Pod>, selector: &str) -> Vec<String> {
+    live_names(&pods(api, selector).await)
 }
 
 /// The status message of a Next refused through the gRPC API (what the plugin must print).

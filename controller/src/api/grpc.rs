@@ -9,6 +9,7 @@ use triton_proto::deployflow::{self as pb, deploy_flow_server::DeployFlow};
 use triton_proto::pod::{self as podpb, pod_server::Pod};
 
 use super::auth::Target;
+use super::convert;
 use super::ops::{self, ApplyRequest, DeployStream, DeploysStream, Interrupt, NonUpdate};
 use super::{ApiContext, ApiError};
 
@@ -141,11 +142,11 @@ impl DeployFlow for Services {
             Target::deployflow(name),
         )
         .await?;
-        Ok(reply(
-            self.0
-                .continue_(ns, name, req.get_ref().target.as_ref())
-                .await?,
-        ))
+        let df = self
+            .0
+            .continue_(ns, name, req.get_ref().target.as_ref())
+            .await?;
+        Ok(reply(convert::deploy(&df)))
     }
 
     async fn next(&self, req: Request<pb::NextRequest>) -> R<pb::DeployReply> {
@@ -157,7 +158,7 @@ impl DeployFlow for Services {
             Target::deployflow(name),
         )
         .await?;
-        Ok(reply(self.0.next(ns, name).await?))
+        Ok(reply(convert::deploy(&self.0.next(ns, name).await?)))
     }
 
     async fn delete(&self, req: Request<pb::DeployMetaRequest>) -> R<pb::EmptyReply> {

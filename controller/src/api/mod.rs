@@ -70,6 +70,29 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
+    /// A context for a client that runs the operations with its own credentials (the kubectl
+    /// plugin): no authorization of its own (the API server's RBAC applies to every call it
+    /// makes) and no stream cap (its one user).
+    pub fn local(
+        client: Client,
+        deployflows: Store<RawDeployFlow>,
+        clonesets: Store<RawCloneSet>,
+        pods: Store<Pod>,
+        changes: broadcast::Sender<Change>,
+    ) -> Self {
+        ApiContext {
+            client,
+            deployflows,
+            clonesets,
+            pods,
+            changes,
+            auth: None,
+            streams: Default::default(),
+            max_streams: i64::MAX,
+            starting: Default::default(),
+        }
+    }
+
     pub fn open_streams(&self) -> i64 {
         self.streams.load(Ordering::Relaxed)
     }

@@ -264,14 +264,13 @@ impl ApiContext {
 
     /// Next (reference §3.5): refused on a finished release and until the spec's own target is
     /// reached.
-    pub async fn next(&self, ns: &str, name: &str) -> Result<pb::Deploy> {
-        let df = self
+    pub async fn next(&self, ns: &str, name: &str) -> Result<DeployFlow> {
+        self
             .patch_strategy(ns, name, |df| {
                 let (batches, stage) = core::next(&release_state(df), &phase(df))?;
                 Ok(json!({"batches": batches, "stage": format!("{stage:?}")}))
             })
-            .await?;
-        Ok(convert::deploy(&df))
+            .await
     }
 
     /// Continue: sets `stage` and `batches` (empty or 0 values left out, as the original).
@@ -280,7 +279,7 @@ impl ApiContext {
         ns: &str,
         name: &str,
         target: Option<&pb::TargetState>,
-    ) -> Result<pb::Deploy> {
+    ) -> Result<DeployFlow> {
         let t = target
             .ok_or_else(|| FieldError::new("target", "must be set (stage and/or batches)"))?;
         core::stage("target.stage", &t.stage)?;
@@ -296,8 +295,7 @@ impl ApiContext {
             body.insert("batches".into(), json!(t.batches));
         }
         let body = Value::Object(body);
-        let df = self
-            .patch_strategy(ns, name, |live| {
+        self.patch_strategy(ns, name, |live| {
                 fields_fit(live, &body).map_err(|e| match e {
                     ApiError::Invalid(f) => {
                         FieldError::new(format!("target.{}", f.field), f.reason).into()
@@ -306,17 +304,13 @@ impl ApiContext {
                 })?;
                 Ok(body.clone())
             })
-            .await?;
-        Ok(convert::deploy(&df))
+            .await
     }
 
     /// Merges `fields` into the applicable strategy (REST's PATCH, and its one-shot pause,
     /// resume and cancel).
-    pub async fn patch_fields(&self, ns: &str, name: &str, fields: Value) -> Result<pb::Deploy> {
-        let df = self
-            .patch_strategy(ns, name, |_| Ok(fields.clone()))
-            .await?;
-        Ok(convert::deploy(&df))
+    pub async fn patch_fields(&self, ns: &str, name: &str, fields: Value) -> Result<DeployFlow> {
+        self.patch_strategy(ns, name, |_| Ok(fields.clone())).await
     }
 
     /// Pause, Resume and Cancel: the patch, then the DeployFlow on every change until the

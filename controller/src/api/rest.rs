@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use triton_core::api::FieldError;
 use triton_proto::deployflow as pb;
 
+use super::convert;
 use super::auth::Target;
 use super::ops::{ApplyRequest, NonUpdate};
 use super::{ApiContext, ApiError};
@@ -350,7 +351,7 @@ async fn patch_strategy(
         return Err(FieldError::new("body", "names no strategy field to change").into());
     }
     let d = ctx.patch_fields(&ns, &name, Value::Object(fields)).await?;
-    Ok(deploy_reply(&ctx, StatusCode::OK, d))
+    Ok(deploy_reply(&ctx, StatusCode::OK, convert::deploy(&d)))
 }
 
 async fn delete(
@@ -397,7 +398,7 @@ async fn verb(
         None => ctx.next(&ns, &name).await?,
         Some(body) => ctx.patch_fields(&ns, &name, body).await?,
     };
-    Ok(deploy_reply(&ctx, StatusCode::OK, d))
+    Ok(deploy_reply(&ctx, StatusCode::OK, convert::deploy(&d)))
 }
 
 /// POST deployflows: `{"applicationSpec": {...}, "updateStrategy": {...}}`.

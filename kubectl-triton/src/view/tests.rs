@@ -177,8 +177,9 @@ fn what_the_user_may_not_read_is_a_note_not_an_error() {
     assert!(t.contains("CloneSet web: Error from server (Forbidden): clonesets is forbidden"), "{t}");
     assert!(t.contains("(pods not shown: Error from server (Forbidden): pods is forbidden)"), "{t}");
     assert!(t.contains("(endpoints not shown:"), "{t}");
-    // The batch's pod is still listed from the status, without live details.
-    assert!(t.contains("· pod web-a  ContainersReady (gone)") || t.contains("pod web-a"), "{t}");
+    // The batch's pod is still listed from the status, not claimed gone.
+    let pod = t.lines().find(|l| l.contains("pod web-a")).unwrap();
+    assert!(pod.ends_with("· pod web-a  ContainersReady"), "{pod}");
 }
 
 #[test]
@@ -216,6 +217,46 @@ fn colour_only_when_asked_and_symbols_either_way() {
     assert!(!plain.contains('\x1b'));
     assert!(coloured.contains("\x1b["));
     assert!(plain.contains("◷ BatchStarted") && coloured.contains("◷ BatchStarted"));
+}
+
+#[test]
+fn a_pod_of_the_status_gone_from_the_cluster_says_so() {
+    let s = Snapshot {
+        df: canary_smoked(),
+        cloneset: Ok(None),
+        pods: Ok(vec![]),
+        slices: Ok(vec![]),
+    };
+    let t = text(&s, &Seen::new());
+    let pod = t.lines().find(|l| l.contains("pod web-a")).unwrap();
+    assert!(pod.ends_with("· pod web-a  ContainersReady  (gone)"), "{pod}");
+}
+
+#[test]
+fn text_from_the_cluster_cannot_break_a_line_or_reach_the_terminal() {
+    let mut d = canary_smoked();
+    d.status.as_mut().unwrap().message = Some("line one\nline two\x1b[2Jtab\there".into());
+    let s = Snapshot {
+        df: d,
+        cloneset: Ok(None),
+        pods: Ok(vec![]),
+        slices: Ok(vec![]),
+    };
+    let lines = tree(&s, ts(NOW), &Seen::new());
+    let out = render(&lines, false);
+    assert_eq!(out.lines().count(), lines.len(), "one printed line per line: {out}");
+    assert!(!out.contains('\x1b'), "{out}");
+    assert!(out.contains("message: line one line two [2Jtab here"), "{out}");
+}
+
+#[test]
+fn fit_counts_terminal_columns_not_characters() {
+    let line = vec![plain("日本語"), plain("ab")];
+    assert_eq!(width("日本語ab"), 8);
+    assert_eq!(fit(&line, 8), line);
+    let cut = fit(&line, 5);
+    assert_eq!(render(&[cut.clone()], false), "日本…\n");
+    assert!(cut.iter().map(|s| width(&s.text)).sum::<usize>() <= 5);
 }
 
 #[test]
