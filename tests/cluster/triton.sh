@@ -8,6 +8,8 @@
 #   TRITON_WEBHOOK_START  a script that starts the webhook again (after a test stopped it)
 #   TRITON_WEBHOOK_ADDR   127.0.0.1:8443 (HTTPS), TRITON_WEBHOOK_ADMIN 127.0.0.1:9090 (HTTP)
 #   PATH                  with kubectl-triton (the kubectl plugin) on it
+#   TRITON_INSTALL        deploy (default: deploy/'s manifests) or helm (the chart, installed as
+#                         release `triton` in triton-system; TRITON_HELM_SETS: the --set flags used)
 TB=$TESTENV_TRITON_BIN
 W=$T/triton-webhook
 mkdir -p "$W"
@@ -28,11 +30,21 @@ chmod +x "$TRITON_WEBHOOK_START"
 pids+=($!) names+=(triton-webhook)
 wait_for triton-webhook 30 curl -fsS "http://$TRITON_WEBHOOK_ADMIN/readyz"
 
-# deploy/'s configuration, with the in-cluster Service reference replaced by the local URL.
-kubectl create --dry-run=client -o json -f "$repo/deploy/webhook/mutatingwebhookconfiguration.yaml" |
-  jq --arg url "https://$TRITON_WEBHOOK_ADDR/mutate-pods" --arg ca "$(cat "$W/certs/ca-bundle.b64")" \
-    '.webhooks[].clientConfig = {url: $url, caBundle: $ca}' |
-  kubectl apply -f - >/dev/null
+if [[ ${TRITON_INSTALL:-deploy} == helm ]]; then
+  # The chart installs everything (CRD, RBAC, ServiceAccounts, Deployments, the webhook
+  # configuration); the webhook configuration points at the local webhook by URL, and the
+  # binaries run as processes (below) with the chart's ServiceAccount and RBAC.
+  export TRITON_HELM_SETS="--set webhook.url=https://$TRITON_WEBHOOK_ADDR/mutate-pods --set webhook.certificate.caBundle=$(cat "$W/certs/ca-bundle.b64")"
+  # shellcheck disable=SC2086
+  helm install triton "$repo/deploy/helm/triton" -n triton-system --create-namespace $TRITON_HELM_SETS \
+    >"$L/helm-install.log" 2>&1 || die "helm install failed: $(tail -5 "$L/helm-install.log")"
+else
+  # deploy/'s configuration, with the in-cluster Service reference replaced by the local URL.
+  kubectl create --dry-run=client -o json -f "$repo/deploy/webhook/mutatingwebhookconfiguration.yaml" |
+    jq --arg url "https://$TRITON_WEBHOOK_ADDR/mutate-pods" --arg ca "$(cat "$W/certs/ca-bundle.b64")" \
+      '.webhooks[].clientConfig = {url: $url, caBundle: $ca}' |
+    kubectl apply -f - >/dev/null
+fi
 # The API server picks the configuration up asynchronously: wait until a server-side dry run of a
 # managed pod comes back with the gate.
 kubectl create namespace triton-testenv >/dev/null
@@ -50,13 +62,16 @@ webhook_active() {
 wait_for "the API server calling triton-webhook" 30 webhook_active
 
 # The DeployFlow CRD (crds/) and triton-controller, with the admin kubeconfig.
-kubectl apply --server-side --field-manager=testenv -f "$repo/crds/deployflows.yaml" >/dev/null
+[[ ${TRITON_INSTALL:-deploy} == helm ]] ||
+  kubectl apply --server-side --field-manager=testenv -f "$repo/crds/deployflows.yaml" >/dev/null
 wait_for "DeployFlow CRD established" 30 \
   kubectl wait --for condition=established --timeout=1s crd/deployflows.apps.triton.io
 # The controller runs as deploy/'s ServiceAccount with deploy/'s RBAC, so every test checks that
 # the ClusterRole grants what the controller uses.
-kubectl create namespace triton-system >/dev/null
-kubectl apply -n triton-system -f "$repo/deploy/controller/rbac.yaml" >/dev/null
+if [[ ${TRITON_INSTALL:-deploy} != helm ]]; then
+  kubectl create namespace triton-system >/dev/null
+  kubectl apply -n triton-system -f "$repo/deploy/controller/rbac.yaml" >/dev/null
+fi
 token=$(kubectl create token triton-controller -n triton-system --duration=48h)
 cat >"$T/controller.kubeconfig" <<EOF2
 apiVersion: v1
