@@ -8,7 +8,7 @@ use kube::CustomResourceExt;
 use crate::crd::DeployFlow;
 
 /// The command that regenerates `crds/deployflows.yaml`.
-pub const REGENERATE: &str = "cargo run -p triton-controller --bin crdgen > crds/deployflows.yaml";
+pub const REGENERATE: &str = "cargo run -p triton-controller --bin crdgen > crds/deployflows.yaml && cp crds/deployflows.yaml deploy/helm/triton/files/";
 
 /// The phases in which a release runs (`spec.action` and `spec.application` are then fixed).
 const RUNNING_PHASES: &str = "['Pending', 'Initializing', 'BatchStarted', 'BatchFinished']";
@@ -83,12 +83,15 @@ mod tests {
 
     #[test]
     fn checked_in_crd_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/deployflows.yaml");
-        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            on_disk == crd_yaml(),
-            "crds/deployflows.yaml is stale; regenerate it with:\n    {REGENERATE}"
-        );
+        // crds/ (kustomize) and the Helm chart's copy (a chart reads no file outside itself).
+        for file in ["crds/deployflows.yaml", "deploy/helm/triton/files/deployflows.yaml"] {
+            let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+            let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(
+                on_disk == crd_yaml(),
+                "{file} is stale; regenerate it with:\n    {REGENERATE}"
+            );
+        }
     }
 
     #[test]

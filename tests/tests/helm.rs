@@ -137,7 +137,13 @@ fn the_chart_renders_the_objects_of_deploy_for_the_same_settings() {
 fn lint_passes_and_the_schema_refuses_bad_values_naming_them() {
     let c = chart();
     let all = repo().join("deploy/helm/triton/ci/all-options.yaml").display().to_string();
-    for extra in [&[][..], &["-f", all.as_str()], &["--set", "webhook.certificate.mode=generate"]] {
+    let tls = repo().join("deploy/helm/triton/ci/api-tls.yaml").display().to_string();
+    for extra in [
+        &[][..],
+        &["-f", all.as_str()],
+        &["-f", tls.as_str()],
+        &["--set", "webhook.certificate.mode=generate"],
+    ] {
         let mut args = vec!["lint", "--strict", c.as_str()];
         args.extend(extra);
         let out = run("helm", &args, None);
@@ -151,11 +157,28 @@ fn lint_passes_and_the_schema_refuses_bad_values_naming_them() {
         ("controller.extraArgs[0]=rm", "/controller/extraArgs/0"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("unknownOption=1", "unknownOption"),
+        // Combinations refused by the templates, with the reason.
+        ("controller.leaderElection.enabled=false", "needs controller.replicas=1"),
+        ("controller.api.tlsSecretName=t", "set agent.enabled=false with it"),
+        ("webhook.url=https://127.0.0.1:8443/mutate-pods,webhook.certificate.mode=generate", "not for webhook.url"),
     ] {
         let out = run("helm", &["template", "triton", c.as_str(), "--set", set], None);
         assert!(!out.ok, "--set {set} is refused");
         assert!(out.stderr.contains(field), "--set {set}: the error names {field}: {}", out.stderr);
     }
+    // Accepted: an umbrella chart's globals, pull secrets by name or as objects, a quoted flag,
+    // a single webhook replica (then no PodDisruptionBudget, which would block node drains).
+    let out = run(
+        "helm",
+        &["template", "triton", c.as_str(), "--set", "global.x=1", "--set", "imagePullSecrets[0].name=reg",
+          "--set", "imagePullSecrets[1]=two", "--set", "controller.extraArgs[0]=--api-auth-ttl=5s # x",
+          "--set", "webhook.replicas=1"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("- name: reg") && out.stdout.contains("- name: two"), "{}", out.stdout);
+    assert!(out.stdout.contains("- \"--api-auth-ttl=5s # x\""), "{}", out.stdout);
+    assert!(!out.stdout.contains("kind: PodDisruptionBudget"), "{}", out.stdout);
 }
 
 /// Registers cert-manager's and the Prometheus Operator's kinds (schema-less) so that a server
@@ -192,7 +215,13 @@ async fn the_rendered_chart_passes_a_server_side_dry_run_with_default_and_every_
     let ns = namespace(&client, "helm-dry-run").await;
     register_foreign_kinds();
     let all = repo().join("deploy/helm/triton/ci/all-options.yaml").display().to_string();
-    for extra in [&[][..], &["-f", all.as_str()], &["--set", "webhook.certificate.mode=generate"]] {
+    let tls = repo().join("deploy/helm/triton/ci/api-tls.yaml").display().to_string();
+    for extra in [
+        &[][..],
+        &["-f", all.as_str()],
+        &["-f", tls.as_str()],
+        &["--set", "webhook.certificate.mode=generate"],
+    ] {
         let rendered = helm_template(&ns, extra);
         let out = run("kubectl", &["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
         assert!(out.ok, "kubectl apply --dry-run=server of the chart {extra:?}: {}", out.stderr);

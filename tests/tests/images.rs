@@ -82,16 +82,33 @@ fn each_image_is_one_static_binary_run_as_non_root_with_its_labels() {
             .status()
             .expect("tar -xzf");
         assert!(untar.success(), "{name}: the layer unpacks");
-        let files = Command::new("find").arg(".").arg("-type").arg("f").current_dir(&fs).output().unwrap();
+        // Everything but directories (a symlink such as /bin/sh would show here).
+        let files = Command::new("find").args([".", "!", "-type", "d"]).current_dir(&fs).output().unwrap();
         let files: Vec<String> = String::from_utf8_lossy(&files.stdout).lines().map(String::from).collect();
         assert_eq!(files, [format!("./usr/local/bin/{name}")], "{name}: only its binary");
+        // Owned by root, readable and (the binary, the directories) executable by anyone: the
+        // non-root user of the image can run it whatever the builder's umask was.
+        let listing = Command::new("tar").arg("-tvzf").arg(&layer).output().expect("tar -tvzf");
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            let mut cols = line.split_whitespace();
+            let (mode, owner) = (cols.next().unwrap(), cols.next().unwrap());
+            assert_eq!(owner, "0/0", "{name}: {line}");
+            assert!(mode == "drwxr-xr-x" || mode == "-rwxr-xr-x", "{name}: mode of {line}");
+        }
         let binary = fs.join(format!("usr/local/bin/{name}"));
         let interp = Command::new("readelf").arg("-l").arg(&binary).output().expect("readelf");
         assert!(
             !String::from_utf8_lossy(&interp.stdout).contains("program interpreter"),
             "{name}: statically linked"
         );
-        let out = Command::new(&binary).arg("--version").output().expect("run the binary");
+        // Run as the image's user.
+        make_traversable(&root);
+        let out = Command::new("setpriv")
+            .args(["--reuid=65532", "--regid=65532", "--clear-groups"])
+            .arg(&binary)
+            .arg("--version")
+            .output()
+            .expect("run the binary with setpriv");
         assert!(out.status.success(), "{name} --version: {out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
@@ -100,6 +117,12 @@ fn each_image_is_one_static_binary_run_as_non_root_with_its_labels() {
         );
         let _ = std::fs::remove_dir_all(&root);
     }
+}
+
+/// The test's temporary directories, searchable by the image's user.
+fn make_traversable(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755));
 }
 
 fn tempdir(name: &str) -> PathBuf {
