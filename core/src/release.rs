@@ -965,3 +965,47 @@ mod action_name_tests {
         }
     }
 }
+
+/// Pods named in one status message or Event at most; the rest are counted. A batch of a
+/// 10,000-replica release has up to 10,000 pods: listing each would make a status of hundreds
+/// of kilobytes, written on every change, and an unreadable message.
+pub const NAMED_IN_MESSAGE: usize = 5;
+
+/// `items` joined with `sep`, the first [`NAMED_IN_MESSAGE`] of them, then "and N more".
+pub fn some_of(items: &[String], sep: &str) -> String {
+    let shown = items.len().min(NAMED_IN_MESSAGE);
+    let mut s = items[..shown].join(sep);
+    if items.len() > shown {
+        s.push_str(&format!("{sep}and {} more", items.len() - shown));
+    }
+    s
+}
+
+#[cfg(test)]
+mod some_of_tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("web-{i}")).collect()
+    }
+
+    #[test]
+    fn a_few_are_all_named_many_are_counted() {
+        assert_eq!(some_of(&[], ", "), "");
+        assert_eq!(some_of(&names(2), ", "), "web-0, web-1");
+        assert_eq!(some_of(&names(5), "; "), "web-0; web-1; web-2; web-3; web-4");
+        assert_eq!(
+            some_of(&names(10_000), ", "),
+            "web-0, web-1, web-2, web-3, web-4, and 9995 more"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_message_stays_short_whatever_the_batch(n in 0usize..20_000, len in 1usize..200) {
+            let items: Vec<String> = (0..n).map(|i| format!("{i:0len$}")).collect();
+            let s = some_of(&items, ", ");
+            proptest::prop_assert!(s.len() <= NAMED_IN_MESSAGE * (len.max(5) + 2) + 32);
+        }
+    }
+}

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use triton_core::names::READY_GATE;
 use triton_core::release::{
-    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation, SmokeVerdict,
+    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation, SmokeVerdict, some_of,
 };
 
 use super::{Effect, Step, cloneset};
@@ -239,7 +239,7 @@ impl<'a> Step<'_, 'a> {
                 let why = format!(
                     "batch {} failed its smoke test: {}",
                     cur.batch,
-                    not_ready.join(", ")
+                    some_of(&not_ready, ", ")
                 );
                 self.fail_batch(BatchPhase::SmokeFailed, n, why);
             }
@@ -258,7 +258,7 @@ impl<'a> Step<'_, 'a> {
                     "batch {} was not ready within smokeTimeoutSeconds ({}s): {}",
                     cur.batch,
                     timeout.as_secs(),
-                    why.join(", ")
+                    some_of(&why, ", ")
                 );
                 self.fail_batch(BatchPhase::SmokeFailed, n, msg);
             }
@@ -271,7 +271,7 @@ impl<'a> Step<'_, 'a> {
                 self.wait(format!(
                     "batch {} smoking: waiting for its pods to be ready: {}",
                     cur.batch,
-                    what.join(", ")
+                    some_of(&what, ", ")
                 ));
                 self.requeue_after(timeout.saturating_sub(elapsed) + Duration::from_millis(100));
             }
@@ -300,7 +300,7 @@ impl<'a> Step<'_, 'a> {
             } else {
                 "failed its smoke test"
             },
-            broken.join("; ")
+            some_of(&broken, "; ")
         );
         self.fail_batch(phase, broken.len() as i32, msg);
         true
@@ -355,7 +355,7 @@ impl<'a> Step<'_, 'a> {
             self.wait(format!(
                 "batch {}: pod(s) {} gone; smoking their replacements",
                 cur.batch,
-                gone.join(", ")
+                some_of(&gone, ", ")
             ));
             return;
         }
@@ -437,14 +437,14 @@ impl<'a> Step<'_, 'a> {
                 "batch {} pull-in failed: not a ready endpoint within pullInTimeoutSeconds ({}s): {}",
                 cur.batch,
                 timeout.as_secs(),
-                waiting.join("; ")
+                some_of(&waiting, "; ")
             );
             self.fail_batch(BatchPhase::BakeFailed, n, msg);
         } else {
             self.wait(format!(
                 "batch {} pulling in: {}",
                 cur.batch,
-                waiting.join("; ")
+                some_of(&waiting, "; ")
             ));
             self.requeue_after(timeout.saturating_sub(elapsed) + Duration::from_millis(100));
         }

@@ -2,7 +2,7 @@
 //! running release does (cancel it).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use triton_core::release::{self, Action, BatchPhase, DeployPhase};
+use triton_core::release::{self, Action, BatchPhase, DeployPhase, some_of};
 
 use super::batch::gate;
 use super::{Effect, Step, cloneset};
@@ -70,7 +70,7 @@ impl Step<'_, '_> {
             } else {
                 (BatchPhase::SmokeFailed, "failed its smoke test")
             };
-            let msg = format!("batch {} {what}: {}", cur.batch, failing.join(", "));
+            let msg = format!("batch {} {what}: {}", cur.batch, some_of(&failing, ", "));
             self.fail_batch(phase, n, msg);
         }
     }
@@ -82,7 +82,7 @@ impl Step<'_, '_> {
         if !failing.is_empty() {
             let msg = format!(
                 "resume refused: pods still failing: {}; fix them, then resume again",
-                failing.join(", ")
+                some_of(&failing, ", ")
             );
             self.before.push(Effect::PatchSpec(self.spec_pause_patch()));
             self.event(true, "ResumeRefused", msg.clone());
