@@ -23,16 +23,8 @@ use crate::reconcile::{Context, Error, set_gate};
 /// `live` are the names of the instance's pods that exist and are not terminating: a claimed pod
 /// that is gone no longer counts, so its replacement is held in its place. The un-baked batch of
 /// a canceled release stays held (cancel removes those pods; they never take traffic).
-///
-/// Between and during batches, a pod of the new revision that no batch has recorded is a
-/// replacement of a recorded pod that is gone, or else a pod someone released by hand (a
-/// CloneSet partition edited mid-release): such pods are let go only up to the number of
-/// recorded pods gone (in name order); the others are held until a batch takes them.
-pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[(String, Option<String>)]) -> bool {
+pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[String]) -> bool {
     let name = pod.name_any();
-    let live_revisions = live;
-    let live_names: Vec<String> = live.iter().map(|(n, _)| n.clone()).collect();
-    let live = live_names.as_slice();
     deployflows.iter().any(|df| {
         let status = df.status.clone().unwrap_or_default();
         if !df.spec.pull_in() {
@@ -48,47 +40,16 @@ pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[(String, Option<Strin
         if status.finished || status.phase != DeployPhase::BatchStarted {
             return false;
         }
-        if let (Some(update), Some(rev)) = (&status.update_revision, observe::revision(pod))
-            && update != rev
-        {
-            return false;
-        }
-        let recorded = |n: &str| {
-            status.pods.iter().flatten().any(|p| p == n)
-                || status.pods_at_start.iter().flatten().any(|p| p == n)
-                || cur.pods.iter().flatten().any(|p| p.name == n)
-        };
-        if !recorded(&name) && status.update_revision.is_some() {
-            // Unrecorded pods of the new revision, in name order; as many as recorded pods are
-            // gone may go (replacements), the rest wait for a batch.
-            let update = status.update_revision.as_deref();
-            let mut unrecorded: Vec<&str> = live_revisions
-                .iter()
-                .filter(|(n, rev)| rev.as_deref() == update && !recorded(n))
-                .map(|(n, _)| n.as_str())
-                .collect();
-            unrecorded.sort();
-            let gone = status
-                .pods
-                .iter()
-                .flatten()
-                .filter(|p| !live.iter().any(|l| l == *p))
-                .count();
-            let unbaked_batch_missing = matches!(
-                cur.phase,
-                BatchPhase::Smoking | BatchPhase::Smoked | BatchPhase::SmokeFailed
-            ) && cur.pulled_in_at.is_none();
-            if !unbaked_batch_missing
-                && unrecorded.iter().position(|n| *n == name).is_some_and(|i| i >= gone)
-            {
-                return true;
-            }
-        }
         let unbaked = matches!(
             cur.phase,
             BatchPhase::Smoking | BatchPhase::Smoked | BatchPhase::SmokeFailed
         );
         if !unbaked || cur.pulled_in_at.is_some() {
+            return false;
+        }
+        if let (Some(update), Some(rev)) = (&status.update_revision, observe::revision(pod))
+            && update != rev
+        {
             return false;
         }
         let claimed: Vec<&str> = cur
@@ -179,14 +140,14 @@ async fn pull_in(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     }) {
         return Ok(Requeue::requeue(std::time::Duration::from_millis(500)));
     }
-    let live: Vec<(String, Option<String>)> = ctx
+    let live: Vec<String> = ctx
         .pods
         .state()
         .iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
         .filter(|p| p.labels().get(INSTANCE_LABEL) == instance.as_ref())
         .filter(|p| !observe::is_terminating(p))
-        .map(|p| (p.name_any(), observe::revision(p).map(String::from)))
+        .map(|p| p.name_any())
         .collect();
     if held(&pod, &dfs, &live) {
         return Ok(Requeue::await_change());
@@ -253,15 +214,8 @@ mod tests {
         assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
     }
 
-    /// Live pods by name; "old-…" pods are of the old revision rev1, the others of rev2.
-    fn live(names: &[&str]) -> Vec<(String, Option<String>)> {
-        names
-            .iter()
-            .map(|n| {
-                let rev = if n.starts_with("old") { "rev1" } else { "rev2" };
-                (n.to_string(), Some(rev.to_string()))
-            })
-            .collect()
+    fn live(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
     }
 
     #[test]
@@ -305,8 +259,8 @@ mod tests {
         assert!(held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])));
         let df = release("update", json!([batch(1, "Pending", 1, &[], false)]), &[]);
         assert!(
-            held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])),
-            "a batch not started has no pods: a new pod then was released by hand, and waits"
+            !held(&pod("new-1", "rev2"), &[df], &live(&["new-1"])),
+            "a batch not started has no pods"
         );
     }
 
@@ -338,41 +292,6 @@ mod tests {
         let l = live(&["new-1b", "new-2"]);
         assert!(held(&pod("new-2", "rev2"), std::slice::from_ref(&df), &l));
         assert!(!held(&pod("new-1b", "rev2"), &[df], &l));
-    }
-
-    #[test]
-    fn pods_released_by_hand_between_batches_wait_for_their_batch() {
-        // Batch 1 baked with new-1; batch 2 not started; someone set the CloneSet's partition
-        // to 0 and Kruise created new-2 and new-3 at once.
-        let df = release(
-            "update",
-            json!([
-                batch(1, "Baked", 1, &["new-1"], true),
-                batch(2, "Pending", 1, &[], false)
-            ]),
-            &["new-1"],
-        );
-        let l = live(&["new-1", "new-2", "new-3", "old-2", "old-3"]);
-        for extra in ["new-2", "new-3"] {
-            assert!(held(&pod(extra, "rev2"), std::slice::from_ref(&df), &l), "{extra}");
-        }
-        assert!(!held(&pod("old-2", "rev1"), std::slice::from_ref(&df), &l));
-        // With new-1 gone, one of them (the first by name) is its replacement and may go.
-        let l = live(&["new-2", "new-3", "old-2", "old-3"]);
-        assert!(!held(&pod("new-2", "rev2"), std::slice::from_ref(&df), &l));
-        assert!(held(&pod("new-3", "rev2"), std::slice::from_ref(&df), &l));
-        // Batch 2 takes new-3: new-3 is held as its pod until pulled in; new-2 is not held
-        // while new-1 stays gone.
-        let df = release(
-            "update",
-            json!([
-                batch(1, "Baked", 1, &["new-1"], true),
-                batch(2, "Smoking", 1, &["new-3"], false)
-            ]),
-            &["new-1", "new-3"],
-        );
-        assert!(held(&pod("new-3", "rev2"), std::slice::from_ref(&df), &l));
-        assert!(!held(&pod("new-2", "rev2"), std::slice::from_ref(&df), &l));
     }
 
     #[test]

@@ -359,10 +359,7 @@ pub fn app_port(pod: &Pod) -> i32 {
 
 /// Picks the pods of a batch that started at `started_at`: pods on `revision` (when given),
 /// created at or after the batch start (second resolution), not terminating, not attributed to
-/// another batch; oldest first, at most `size`. With a revision, a pod of it created before the
-/// start whose gate is still closed (released by hand, e.g. a CloneSet partition edited
-/// mid-release, and held since) is taken too, after the others: the batch would otherwise wait
-/// for a pod Kruise never creates.
+/// another batch; oldest first, at most `size`.
 pub fn attribute_batch<'a>(
     pods: &'a [Pod],
     revision_filter: Option<&str>,
@@ -382,9 +379,7 @@ pub fn attribute_batch<'a>(
                 .as_ref()
                 .map(|t| t.0.as_second());
             match (start_secs, created) {
-                (Some(s), Some(c)) => {
-                    c >= s || (revision_filter.is_some() && has_gate(p) && !is_true(p, READY_GATE))
-                }
+                (Some(s), Some(c)) => c >= s,
                 _ => true,
             }
         })
@@ -396,9 +391,10 @@ pub fn attribute_batch<'a>(
         .collect();
     picked.sort_by(|a, b| {
         let key = |p: &Pod| {
-            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let before = matches!((start_secs, created), (Some(s), Some(c)) if c.as_second() < s);
-            (before, created, p.metadata.name.clone())
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.name.clone(),
+            )
         };
         key(a).cmp(&key(b))
     });
@@ -522,31 +518,6 @@ mod tests {
             &[("Ready", "True")],
             0
         )));
-    }
-
-    #[test]
-    fn a_batch_takes_held_pods_released_by_hand_after_its_own_but_no_pulled_in_one() {
-        let pods = vec![
-            // On the update revision before the batch start: released by hand and held (gate
-            // closed), and a replacement of a baked pod, pulled in (gate open).
-            pod("held", "2026-01-01T00:00:10Z", &[("ContainersReady", "True")], 0),
-            pod("replacement", "2026-01-01T00:00:05Z", &[(READY_GATE, "True")], 0),
-            pod("new1", "2026-01-01T00:02:00Z", &[], 0),
-        ];
-        let start: Time = serde_json::from_value(json!("2026-01-01T00:00:30Z")).unwrap();
-        let names = |got: Vec<&Pod>| -> Vec<String> {
-            got.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
-        };
-        assert_eq!(names(attribute_batch(&pods, Some("r1"), Some(&start), &[], 1)), ["new1"]);
-        assert_eq!(
-            names(attribute_batch(&pods, Some("r1"), Some(&start), &[], 3)),
-            ["new1", "held"],
-            "the batch's own pods first, then held ones; never a pulled-in one"
-        );
-        assert!(
-            names(attribute_batch(&pods, None, Some(&start), &[], 3)) == ["new1"],
-            "without a revision (restart, scale) only pods created after the start"
-        );
     }
 
     #[test]
