@@ -7,7 +7,10 @@
 //! back to us), over N canaries waiting at Smoked; (2) the wall time of the tutorial release with
 //! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
 //! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
-//! memory and CPU seconds (from /proc, visible inside the PID namespace).
+//! memory and CPU seconds (from /proc, visible inside the PID namespace); (4) the steady state
+//! afterwards: every release finished, nothing changing, for --steady-seconds (60): the
+//! controller's CPU seconds and DeployFlow reconciles (its reconcile histogram's count), which
+//! must stay near zero (no periodic re-reconcile of finished releases).
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +92,7 @@ async fn main() {
     let client = client().await;
     let samples = arg("--reaction-samples", 50);
     let concurrent = arg("--concurrent", 100);
+    let steady = arg("--steady-seconds", 60);
 
     // (1) Reaction time.
     let ns = namespace(&client, "bench-reaction").await;
@@ -217,6 +221,33 @@ async fn main() {
     let total = start.elapsed();
     let after = controller_proc();
 
+    // (4) Steady state: everything finished, nothing changing.
+    let reconciles = || async {
+        let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("triton_controller_reconcile_duration_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // Settle: the last releases' final writes and Events.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (r0, c0) = (reconciles().await, controller_proc());
+    tokio::time::sleep(Duration::from_secs(steady as u64)).await;
+    let (r1, c1) = (reconciles().await, controller_proc());
+    let pods_total = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+        .list_metadata(&ListParams::default().labels("managed-by=triton-io"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let dfs_total = kube::Api::<DynamicObject>::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps.triton.io", "v1alpha1", "DeployFlow")),
+    )
+    .list_metadata(&ListParams::default())
+    .await
+    .map(|l| l.items.len())
+    .unwrap_or(0);
+
     println!(
         "triton-controller benchmark (local control plane, 2 cores shared by every component)"
     );
@@ -241,6 +272,16 @@ async fn main() {
             hwm as f64 / 1024.0,
             cpu1 - cpu0,
             cpu1
+        ),
+        _ => println!("  triton-controller process not found in /proc"),
+    }
+    match (c0, c1) {
+        (Some((_, a)), Some((hwm, b))) => println!(
+            "  steady state, {dfs_total} finished DeployFlows and {pods_total} managed pods, nothing changing for {steady} s: controller CPU {:.2} s ({:.2}% of a core), {} DeployFlow reconciles, RSS peak {:.1} MiB",
+            b - a,
+            (b - a) / steady as f64 * 100.0,
+            r1 - r0,
+            hwm as f64 / 1024.0
         ),
         _ => println!("  triton-controller process not found in /proc"),
     }
