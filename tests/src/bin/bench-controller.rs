@@ -2,9 +2,9 @@
 //!
 //!   tests/cluster/run --triton --nodes 5 -- cargo run --release -p triton-e2e --bin bench-controller
 //!
-//! Prints: (1) reaction time, from a `Next` patch to the controller's status write that records
-//! the pull-in (patch -> watch event -> reconcile -> gate patch -> status patch -> watch event
-//! back to us), over N canaries waiting at Smoked; (2) the wall time of the tutorial release with
+//! Prints: (1) reaction time over N canaries waiting at Smoked, each behind a Service: from a
+//! gRPC `Next` to the canary listed ready in its Service's EndpointSlice (what users see: the
+//! pod takes traffic), and to the controller's status write that records the verified pull-in; (2) the wall time of the tutorial release with
 //! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
 //! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
 //! memory and CPU seconds (from /proc, visible inside the PID namespace); (4) the steady state
@@ -99,6 +99,15 @@ async fn main() {
     let mut flows = Vec::new();
     for i in 0..samples {
         let name = format!("r{i}");
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app.kubernetes.io/instance": name}, "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
+            .create(&Default::default(), &svc)
+            .await
+            .expect("create the sample's Service");
         flows.push(
             Flow::create(
                 &client,
@@ -119,7 +128,30 @@ async fn main() {
         df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
     }
     let mut reaction = Vec::new();
+    let mut to_endpoint = Vec::new();
+    let mut grpc = triton_e2e::api::DeployFlowClient::new(
+        triton_e2e::api::channel(&triton_e2e::api::grpc_addr()).await,
+    );
+    let slices_api = kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+        client.clone(),
+        &ns,
+    );
     for df in &flows {
+        // The canary's EndpointSlice watch, listed before the call.
+        let canary = df.status().await["conditions"][0]["pods"][0]["name"]
+            .as_str()
+            .expect("the canary pod")
+            .to_string();
+        let cfg = watcher::Config::default()
+            .labels(&format!("kubernetes.io/service-name={}", df.name));
+        let mut slices = watcher(slices_api.clone(), cfg).boxed();
+        loop {
+            match slices.next().await {
+                Some(Ok(watcher::Event::InitDone)) => break,
+                Some(Ok(_)) => {}
+                other => panic!("watching slices of {}: {other:?}", df.name),
+            }
+        }
         // Watch first (initial list done), then patch, then time until the controller's write.
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", df.name));
         let mut events = watcher(df.api.clone(), cfg).boxed();
@@ -131,8 +163,28 @@ async fn main() {
             }
         }
         let t0 = Instant::now();
-        df.patch_strategy("updateStrategy", json!({"batches": 1, "stage": "Baking"}))
-            .await;
+        grpc.next(triton_e2e::api::pb::NextRequest {
+            deploy: triton_e2e::api::meta(&df.ns, &df.name),
+        })
+        .await
+        .expect("Next");
+        let ready = |s: &k8s_openapi::api::discovery::v1::EndpointSlice| {
+            s.endpoints.iter().flatten().any(|e| {
+                e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(canary.as_str())
+                    && e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+            })
+        };
+        let t_endpoint = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(60), slices.next())
+                .await
+                .expect("the canary to become a ready endpoint");
+            if let Some(Ok(watcher::Event::Apply(s))) = ev
+                && ready(&s)
+            {
+                break Instant::now();
+            }
+        };
+        to_endpoint.push((t_endpoint - t0).as_secs_f64() * 1000.0);
         let t1 = loop {
             let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
                 .await
@@ -146,6 +198,7 @@ async fn main() {
         reaction.push((t1 - t0).as_secs_f64() * 1000.0);
     }
     reaction.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    to_endpoint.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
     // (2) Tutorial wall time, intervals 0.
     let ns = namespace(&client, "bench-tutorial").await;
@@ -252,7 +305,14 @@ async fn main() {
         "triton-controller benchmark (local control plane, 2 cores shared by every component)"
     );
     println!(
-        "  reaction, Next patch -> pull-in recorded ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "  reaction, gRPC Next -> canary a ready endpoint of its Service ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        to_endpoint.len(),
+        pct(&to_endpoint, 0.5),
+        pct(&to_endpoint, 0.99),
+        to_endpoint.last().unwrap()
+    );
+    println!(
+        "  reaction, gRPC Next -> verified pull-in recorded in the status ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         reaction.len(),
         pct(&reaction, 0.5),
         pct(&reaction, 0.99),
