@@ -543,13 +543,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.lease_grace < args.lease_duration,
         "--lease-grace must be shorter than --lease-duration"
     );
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "triton-controller")
-        .with_namespace(&args.leader_election_namespace)
-        .with_identity(&identity)
-        .with_duration(args.lease_duration.as_secs())
-        .with_grace(args.lease_grace.as_secs())
-        .build()
-        .await?;
+    // Building the manager reads (or creates) the Lease: retried while the API server is
+    // unreachable (a controller started together with a restarting API server used to exit).
+    let mut delay = std::time::Duration::from_millis(200);
+    let manager = loop {
+        match kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "triton-controller")
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration.as_secs())
+            .with_grace(args.lease_grace.as_secs())
+            .build()
+            .await
+        {
+            Ok(m) => break m,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "cannot reach the Lease triton-controller yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    };
     let (mut leading, election) = manager.watch().await;
     tracing::info!(%identity, namespace = %args.leader_election_namespace, "waiting to lead (Lease triton-controller)");
     let lead = async {
