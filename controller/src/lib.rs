@@ -556,8 +556,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
         {
             Ok(m) => break m,
+            // The API server refuses for good (RBAC, a namespace that does not exist): say so
+            // and exit, so the pod shows it (CrashLoopBackOff) instead of waiting in silence.
+            Err(kube_lease_manager::LeaseManagerError::KubeError(kube::Error::Api(s)))
+                if (400..500).contains(&s.code) && s.code != 429 =>
+            {
+                anyhow::bail!(
+                    "the Lease triton-controller in namespace {} as {identity}: {} ({}); \
+                     grant get, create and patch on leases there, or fix --leader-election-namespace",
+                    args.leader_election_namespace,
+                    s.message,
+                    s.code
+                );
+            }
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "cannot reach the Lease triton-controller yet; retrying");
+                tracing::warn!(%error, retry_in = ?delay, "cannot reach the API server for the Lease triton-controller yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
