@@ -472,6 +472,14 @@ async fn each_deployflow_rpc_answers_and_refuses_with_its_code() {
     let expected: Vec<String> = expected.into_iter().map(|(_, n)| n).collect();
     assert_eq!(expected.len(), 13);
     let names = |v: Vec<pb::Deploy>| v.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    // Gets reads the controller's cache: wait until it has seen all 13.
+    eventually("the controller's cache to hold the 13 DeployFlows", Duration::from_secs(30), || async {
+        let got = all(pb::DeployFilter { namespace: ns.clone(), page_size: 100, ..Default::default() })
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.len() == 13 { Ok(()) } else { Err(format!("{} seen", got.len())) }
+    })
+    .await;
     let first = names(
         all(pb::DeployFilter {
             namespace: ns.clone(),
