@@ -4,6 +4,8 @@
 
 mod actions;
 mod cluster;
+#[cfg(test)]
+mod fixtures;
 mod get;
 mod view;
 

@@ -337,3 +337,22 @@ impl<K> Drop for History<K> {
         self.task.abort();
     }
 }
+
+/// Creates the Service `manifest` (e.g. the tutorial's) in `ns`.
+pub async fn create_service(client: &Client, ns: &str, mut manifest: serde_json::Value) {
+    manifest["metadata"]["namespace"] = json!(ns);
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(manifest).unwrap();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+}
+
+/// DeployFlow reconciles of the harness's controller so far (its reconcile histogram's count).
+pub async fn controller_reconciles() -> f64 {
+    let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("triton_controller_reconcile_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the reconcile count in /metrics")
+}

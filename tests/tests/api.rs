@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use tonic::Code;
 use triton_e2e::api::*;
@@ -16,15 +16,6 @@ use triton_e2e::deployflow::{Flow, canary_waiting, flow, released, tutorial, tut
 use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(120);
-
-async fn create_service(client: &kube::Client, ns: &str, mut manifest: Value) {
-    manifest["metadata"]["namespace"] = json!(ns);
-    let svc: Service = serde_json::from_value(manifest).unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create Service");
-}
 
 fn last_batch(d: &pb::Deploy) -> (i32, String) {
     d.conditions

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
@@ -65,15 +65,6 @@ fn every_object_exists() -> usize {
         n += 1;
     }
     n
-}
-
-async fn create_service(client: &kube::Client, ns: &str, mut manifest: Value) {
-    manifest["metadata"]["namespace"] = json!(ns);
-    let svc: Service = serde_json::from_value(manifest).unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create Service");
 }
 
 fn mwc_exists() -> bool {

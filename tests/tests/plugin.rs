@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 use triton_e2e::api::{grpcurl, grpc_addr, service_account_token};
 use triton_e2e::deployflow::{Flow, flow, tutorial, tutorial_service};
@@ -48,15 +46,6 @@ async fn triton(args: &[&str]) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-async fn create_service(client: &kube::Client, ns: &str, mut manifest: Value) {
-    manifest["metadata"]["namespace"] = json!(ns);
-    let svc: Service = serde_json::from_value(manifest).unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create Service");
 }
 
 /// A program running in a detached tmux session (a real pseudo-terminal), whose screen the

@@ -11,15 +11,6 @@ use triton_e2e::*;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// Reconciles of the controller so far (its reconcile histogram's count).
-async fn reconciles() -> f64 {
-    let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("triton_controller_reconcile_duration_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the reconcile count in /metrics")
-}
-
 #[tokio::test]
 async fn a_batch_the_cluster_cannot_schedule_waits_with_a_short_message_and_no_hot_loop() {
     let client = client().await;
@@ -36,9 +27,9 @@ async fn a_batch_the_cluster_cannot_schedule_waits_with_a_short_message_and_no_h
     assert!(message.len() < 2048, "the message stays short ({} bytes): {message}", message.len());
     assert_eq!(message.matches("(Unschedulable").count(), 5, "5 pods named: {message}");
     // Waiting is event-driven: a few reconciles while nothing changes (a hot loop makes hundreds).
-    let before = reconciles().await;
+    let before = controller_reconciles().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let n = reconciles().await - before;
+    let n = controller_reconciles().await - before;
     eprintln!("reconciles in 10 s while 30 pods stay unschedulable: {n}");
     assert!(n < 50.0, "{n} reconciles in 10 s while the batch waits");
     // Defined way out: cancel.

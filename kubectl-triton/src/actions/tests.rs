@@ -2,18 +2,7 @@ use super::*;
 use serde_json::{Value, json};
 
 fn df(rv: &str, uid: &str, strategy: Value, status: Value) -> DeployFlow {
-    serde_json::from_value(json!({
-        "apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow",
-        "metadata": {"name": "web-v2", "namespace": "shop", "resourceVersion": rv, "uid": uid},
-        "spec": {
-            "action": "update",
-            "application": {"appID": 1, "groupID": 2, "appName": "web", "instanceName": "web",
-                "replicas": 3, "selector": {}, "template": {"spec": {"containers": []}}},
-            "updateStrategy": strategy,
-        },
-        "status": status,
-    }))
-    .unwrap()
+    crate::fixtures::update_release(json!({"resourceVersion": rv, "uid": uid}), strategy, status)
 }
 
 fn at(batch: i32, phase: &str, canary: bool) -> Value {

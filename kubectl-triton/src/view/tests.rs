@@ -8,18 +8,11 @@ fn ts(s: &str) -> Timestamp {
 const NOW: &str = "2026-11-29T12:00:30Z";
 
 fn df(strategy: Value, status: Value) -> DeployFlow {
-    serde_json::from_value(json!({
-        "apiVersion": "apps.triton.io/v1alpha1", "kind": "DeployFlow",
-        "metadata": {"name": "web-v2", "namespace": "shop", "creationTimestamp": "2026-11-29T12:00:00Z"},
-        "spec": {
-            "action": "update",
-            "application": {"appID": 1, "groupID": 2, "appName": "web", "instanceName": "web",
-                "replicas": 3, "selector": {}, "template": {"spec": {"containers": []}}},
-            "updateStrategy": strategy,
-        },
-        "status": status,
-    }))
-    .unwrap()
+    crate::fixtures::update_release(
+        json!({"creationTimestamp": "2026-11-29T12:00:00Z"}),
+        strategy,
+        status,
+    )
 }
 
 fn pod(name: &str, conditions: Value, restarts: i32) -> Pod {

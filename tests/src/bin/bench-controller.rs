@@ -275,18 +275,11 @@ async fn main() {
     let after = controller_proc();
 
     // (4) Steady state: everything finished, nothing changing.
-    let reconciles = || async {
-        let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
-        text.lines()
-            .find_map(|l| l.strip_prefix("triton_controller_reconcile_duration_seconds_count "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
     // Settle: the last releases' final writes and Events.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (r0, c0) = (reconciles().await, controller_proc());
+    let (r0, c0) = (controller_reconciles().await, controller_proc());
     tokio::time::sleep(Duration::from_secs(steady as u64)).await;
-    let (r1, c1) = (reconciles().await, controller_proc());
+    let (r1, c1) = (controller_reconciles().await, controller_proc());
     let pods_total = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
         .list_metadata(&ListParams::default().labels("managed-by=triton-io"))
         .await
