@@ -73,6 +73,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Erro
         return Ok(Requeue::await_change());
     }
     ctx.synced().await;
+    ctx.metrics.gate_reconciled();
     // The Lease holder marks pods whose readiness agent went silent, and looks again when the
     // last heartbeat would become stale.
     let mut check_in = None;
@@ -140,15 +141,16 @@ async fn pull_in(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     }) {
         return Ok(Requeue::requeue(std::time::Duration::from_millis(500)));
     }
-    let live: Vec<String> = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
-        .filter(|p| p.labels().get(INSTANCE_LABEL) == instance.as_ref())
-        .filter(|p| !observe::is_terminating(p))
-        .map(|p| p.name_any())
-        .collect();
+    let live: Vec<String> = crate::index::objects(
+        &ctx.pods,
+        &ns,
+        ctx.index.pods.filed(&ns, instance.as_deref()),
+    )
+    .iter()
+    .filter(|p| p.labels().get(INSTANCE_LABEL) == instance.as_ref())
+    .filter(|p| !observe::is_terminating(p))
+    .map(|p| p.name_any())
+    .collect();
     if held(&pod, &dfs, &live) {
         return Ok(Requeue::await_change());
     }

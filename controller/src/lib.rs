@@ -12,7 +12,9 @@ pub mod api;
 pub mod crd;
 pub mod crdgen;
 pub mod engine;
+pub mod events;
 pub mod gates;
+pub mod index;
 pub mod metrics;
 pub mod observe;
 pub mod raw;
@@ -31,8 +33,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -131,6 +134,18 @@ pub struct Args {
     /// Audiences a caller's token must be for (comma-separated); empty: the API server's own.
     #[arg(long, env = "TRITON_CONTROLLER_API_AUDIENCES", value_delimiter = ',')]
     pub api_audiences: Vec<String>,
+    /// Reconciles run at once, per controller (DeployFlows; pod gates); 0: no limit.
+    #[arg(long, env = "TRITON_CONTROLLER_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+    /// Average requests per second to the API server (reconciles, Events, the API's reviews);
+    /// 0: no limit. The Lease is renewed outside this limit, so a busy controller never loses
+    /// it by queueing behind its own writes.
+    #[arg(long, env = "TRITON_CONTROLLER_KUBE_QPS", default_value_t = 200)]
+    pub kube_qps: u32,
+    /// Requests allowed at once above --kube-qps (the limit is --kube-burst requests per
+    /// --kube-burst/--kube-qps seconds).
+    #[arg(long, env = "TRITON_CONTROLLER_KUBE_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_burst: u32,
 }
 
 /// The API's certificate, loaded (and validated) before anything listens.
@@ -238,13 +253,21 @@ fn managed() -> watcher::Config {
 /// the store, so a deletion (no longer in it) is dropped and the handle returns `Pending` without
 /// a waker, stalling that controller's trigger for good; and `Store::wait_until_ready` keeps a
 /// single waker per store, so a second waiter (our readiness) could sleep for ever.
+///
+/// The index files each object by namespace and `instance_of` (see `index.rs`). Objects are
+/// cached without their managedFields and what `prune` drops.
+#[allow(clippy::type_complexity)]
 fn shared<K>(
     api: Api<K>,
     cfg: watcher::Config,
     subscribers: usize,
+    instance_of: fn(&K) -> Option<String>,
+    prune: fn(&mut K),
+    thin: fn(&K) -> K,
     tap: impl Fn(&K, bool) + Send + 'static,
 ) -> (
     Store<K>,
+    Arc<index::Index>,
     Vec<futures::channel::mpsc::Receiver<K>>,
     watch::Receiver<bool>,
     impl Future<Output = ()> + Send,
@@ -266,11 +289,18 @@ where
     let (tx, rx) = watch::channel(false);
     let kind = K::kind(&()).to_string();
     let store = reader.clone();
+    let idx = Arc::new(index::Index::default());
+    let filed = idx.clone();
     // A (re)list: its objects are sent once the store holds them (at InitDone), with every
     // object the list no longer has, as a deletion the watch never delivered.
     let mut listing: Option<(Vec<Arc<K>>, Vec<K>)> = None;
     let fut = watcher(api, cfg)
         .default_backoff()
+        // Nothing here reads managedFields: about a third of a pod's bytes in the cache.
+        .modify(move |o| {
+            o.meta_mut().managed_fields = None;
+            prune(o);
+        })
         .reflect(writer)
         .for_each(move |ev| {
             // Each object with whether it is gone.
@@ -301,12 +331,21 @@ where
                 Err(error) => tracing::warn!(kind = %kind, %error, "watch failed; retrying"),
             }
             for (o, deleted) in &out {
+                filed.update(
+                    o.meta().namespace.as_deref().unwrap_or_default(),
+                    o.meta().name.as_deref().unwrap_or_default(),
+                    instance_of(o),
+                    *deleted,
+                );
                 tap(o, *deleted);
             }
             let mut senders = senders.clone();
             async move {
                 use futures::SinkExt;
                 for (o, _) in out {
+                    // A trigger needs only what names the object and what the event mappers
+                    // read; the reconcile reads the cache.
+                    let o = thin(&o);
                     for s in senders.iter_mut() {
                         // Backpressure: a slow controller slows the watch, memory stays bounded.
                         let _ = s.send(o.clone()).await;
@@ -314,28 +353,126 @@ where
                 }
             }
         });
-    (reader, receivers, rx, fut)
+    (reader, idx, receivers, rx, fut)
 }
 
 /// Objects queued per controller before the watch waits for it.
 const TRIGGER_BUFFER: usize = 1024;
 
 /// The unfinished DeployFlows of the instance a labelled object belongs to (all of the
-/// namespace when `instance` is `None`), read from the untyped cache.
+/// namespace when `instance` is `None`), read from the untyped cache through its index.
 fn deployflows_of(
     dfs: &Store<RawDeployFlow>,
+    by: &index::Index,
     ns: Option<String>,
     instance: Option<&String>,
 ) -> Vec<ObjectRef<RawDeployFlow>> {
-    dfs.state()
+    let Some(ns) = ns else { return Vec::new() };
+    let names = match instance {
+        Some(i) => by.of(&ns, i),
+        None => by.in_namespace(&ns),
+    };
+    index::objects(dfs, &ns, names)
         .iter()
-        .filter(|d| d.metadata.namespace == ns)
-        .filter(|d| {
-            instance.is_none_or(|i| d.data["spec"]["application"]["instanceName"] == json!(i))
-        })
         .filter(|d| d.data["status"]["finished"] != json!(true))
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
+}
+
+/// The instance a pod belongs to (its label).
+fn pod_instance(p: &Pod) -> Option<String> {
+    p.labels().get(INSTANCE_LABEL).cloned()
+}
+
+/// The instance a DeployFlow releases.
+fn df_instance(d: &RawDeployFlow) -> Option<String> {
+    d.data["spec"]["application"]["instanceName"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn no_instance<K>(_: &K) -> Option<String> {
+    None
+}
+
+fn keep<K>(_: &mut K) {}
+
+/// What names an object (an `ObjectRef`) and the labels the event mappers read.
+fn thin_meta(m: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        labels: m.labels.clone(),
+        ..Default::default()
+    }
+}
+
+/// What the controller never reads of a pod, dropped before the pod enters the cache (at
+/// thousands of pods the cache is most of the controller's memory): volumes, tolerations,
+/// affinity, and of each container its environment, mounts, probes, command and lifecycle. The
+/// image, ports and resources (the API's PodInfo), gates, labels, annotations and the status
+/// stay.
+fn prune_pod(p: &mut Pod) {
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.tolerations = None;
+        spec.affinity = None;
+        spec.topology_spread_constraints = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.volume_devices = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+            c.command = None;
+            c.args = None;
+        }
+    }
+}
+
+fn thin_pod(p: &Pod) -> Pod {
+    Pod {
+        metadata: thin_meta(&p.metadata),
+        ..Default::default()
+    }
+}
+
+fn thin_slice(s: &EndpointSlice) -> EndpointSlice {
+    EndpointSlice {
+        metadata: thin_meta(&s.metadata),
+        ..Default::default()
+    }
+}
+
+fn thin_service(s: &Service) -> Service {
+    Service {
+        metadata: thin_meta(&s.metadata),
+        ..Default::default()
+    }
+}
+
+fn thin_cloneset(c: &RawCloneSet) -> RawCloneSet {
+    RawCloneSet {
+        metadata: thin_meta(&c.metadata),
+        data: serde_json::Value::Null,
+    }
+}
+
+/// A DeployFlow's trigger keeps the instance it releases (the gate controller maps on it).
+fn thin_deployflow(d: &RawDeployFlow) -> RawDeployFlow {
+    RawDeployFlow {
+        metadata: thin_meta(&d.metadata),
+        data: json!({"spec": {"application": {"instanceName": d.data["spec"]["application"]["instanceName"]}}}),
+    }
 }
 
 /// A stream that yields once each time `leading` turns true (and never ends).
@@ -358,28 +495,76 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
     }
-    let client = Client::try_default().await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let config = kube::Config::infer().await?;
+    let counted = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counted.kube_request(req.method(), req.uri());
+        req
+    });
+    // The Lease's own client: renewals never wait behind the rate limit.
+    let lease_client = kube::client::ClientBuilder::try_from(config.clone())?
+        .with_layer(&count)
+        .build();
+    let client = {
+        let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&count);
+        let limit = (args.kube_qps > 0).then(|| {
+            let burst = args.kube_burst.max(1);
+            tower::limit::RateLimitLayer::new(
+                burst as u64,
+                std::time::Duration::from_secs_f64(burst as f64 / args.kube_qps as f64),
+            )
+        });
+        builder
+            .with_layer(&tower::util::option_layer(limit))
+            .build()
+    };
     let api_tls = api_tls(&args)?;
     let (changes, _) = tokio::sync::broadcast::channel(api::CHANGE_BUFFER);
     let tap = changes.clone();
-    let (pods, mut pods_sub, pods_synced, pods_task) =
-        shared(Api::<Pod>::all(client.clone()), managed(), 2, |_, _| {});
-    let (slices, mut slices_sub, slices_synced, slices_task) = shared(
+    let (pods, pods_by, mut pods_sub, pods_synced, pods_task) = shared(
+        Api::<Pod>::all(client.clone()),
+        managed(),
+        2,
+        pod_instance,
+        prune_pod,
+        thin_pod,
+        |_, _| {},
+    );
+    let (slices, slices_by, mut slices_sub, slices_synced, slices_task) = shared(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
         1,
+        no_instance,
+        keep,
+        thin_slice,
         |_, _| {},
     );
-    let (clonesets, mut cs_sub, cs_synced, cs_task) = shared(
+    let (clonesets, _, mut cs_sub, cs_synced, cs_task) = shared(
         Api::<RawCloneSet>::all(client.clone()),
         watcher::Config::default(),
         1,
+        no_instance,
+        keep,
+        thin_cloneset,
         |_, _| {},
     );
-    let (dfs, mut dfs_sub, dfs_synced, dfs_task) = shared(
+    let (services, services_by, _, services_synced, services_task) = shared(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        0,
+        no_instance,
+        keep,
+        thin_service,
+        |_, _| {},
+    );
+    let (dfs, dfs_by, mut dfs_sub, dfs_synced, dfs_task) = shared(
         Api::<RawDeployFlow>::all(client.clone()),
         watcher::Config::default(),
         2,
+        df_instance,
+        keep,
+        thin_deployflow,
         move |o: &RawDeployFlow, deleted| {
             // Decoded once here for every open stream; nothing to do when none is open.
             if tap.receiver_count() > 0 {
@@ -392,28 +577,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
         s.map(Ok)
     }
-    let (services_writer, services) = {
-        let w = Writer::<Service>::default();
-        let r = w.as_reader();
-        (w, r)
-    };
-    let (services_tx, services_synced) = watch::channel(false);
-    let services_task = watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(services_writer)
-    .for_each(move |ev| {
-        match ev {
-            Ok(watcher::Event::InitDone) => {
-                services_tx.send_replace(true);
-            }
-            Err(error) => tracing::warn!(kind = "Service", %error, "watch failed; retrying"),
-            _ => {}
-        }
-        async {}
-    });
     tokio::spawn(pods_task);
     tokio::spawn(slices_task);
     tokio::spawn(cs_task);
@@ -440,12 +603,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         slices: slices.clone(),
         clonesets: clonesets.clone(),
         deployflows: dfs.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: Default::default(),
+        index: reconcile::Indexes {
+            pods: pods_by.clone(),
+            deployflows: dfs_by.clone(),
+            services: services_by,
+            slices: slices_by,
+        },
+        recorder: events::Recorder::new(client.clone(), reporter),
+        metrics,
         backoff: Default::default(),
         leading: AtomicBool::new(!args.leader_elect),
         failpoint,
         written: Default::default(),
+        cs_written: Default::default(),
         reported: Default::default(),
         synced: vec![
             ("pods", pods_synced),
@@ -464,15 +634,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
     let (for_pods, for_cs, for_slices) = (dfs.clone(), dfs.clone(), dfs.clone());
+    let (by_pods, by_cs, by_slices) = (dfs_by.clone(), dfs_by.clone(), dfs_by.clone());
+    let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);
     let df_controller = Controller::for_stream(ok(dfs_sub.remove(0)), dfs.clone())
+        .with_config(config.clone())
         .watches_stream(ok(pods_sub.remove(0)), move |pod: Pod| {
-            deployflows_of(&for_pods, pod.namespace(), pod.labels().get(INSTANCE_LABEL))
+            deployflows_of(
+                &for_pods,
+                &by_pods,
+                pod.namespace(),
+                pod.labels().get(INSTANCE_LABEL),
+            )
         })
         .watches_stream(ok(cs_sub.remove(0)), move |cs: RawCloneSet| {
-            deployflows_of(&for_cs, cs.namespace(), Some(&cs.name_any()))
+            deployflows_of(&for_cs, &by_cs, cs.namespace(), Some(&cs.name_any()))
         })
         .watches_stream(ok(slices_sub.remove(0)), move |slice: EndpointSlice| {
-            deployflows_of(&for_slices, slice.namespace(), None)
+            deployflows_of(&for_slices, &by_slices, slice.namespace(), None)
         })
         .reconcile_all_on(on_leading(leading_rx.clone()))
         .shutdown_on_signal()
@@ -481,16 +659,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let pods_for_dfs = pods.clone();
     let gate_controller = Controller::for_stream(ok(pods_sub.remove(0)), pods.clone())
+        .with_config(config)
         .watches_stream(ok(dfs_sub.remove(0)), move |df: RawDeployFlow| {
-            let instance = df.data["spec"]["application"]["instanceName"].clone();
-            pods_for_dfs
-                .state()
+            let (Some(ns), Some(instance)) = (df.namespace(), df_instance(&df)) else {
+                return Vec::new();
+            };
+            index::objects(&pods_for_dfs, &ns, pods_by.of(&ns, &instance))
                 .iter()
-                .filter(|p| {
-                    p.namespace() == df.namespace()
-                        && p.labels().get(INSTANCE_LABEL).map(|i| json!(i))
-                            == Some(instance.clone())
-                })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -547,13 +722,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // unreachable (a controller started together with a restarting API server used to exit).
     let mut delay = std::time::Duration::from_millis(200);
     let manager = loop {
-        match kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "triton-controller")
-            .with_namespace(&args.leader_election_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration.as_secs())
-            .with_grace(args.lease_grace.as_secs())
-            .build()
-            .await
+        match kube_lease_manager::LeaseManagerBuilder::new(
+            lease_client.clone(),
+            "triton-controller",
+        )
+        .with_namespace(&args.leader_election_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration.as_secs())
+        .with_grace(args.lease_grace.as_secs())
+        .build()
+        .await
         {
             Ok(m) => break m,
             // The API server refuses for good (RBAC, a namespace that does not exist): say so

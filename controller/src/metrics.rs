@@ -34,6 +34,67 @@ pub struct ErrorLabels {
     pub category: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: &'static str,
+    pub resource: &'static str,
+}
+
+/// The resources the controller's client touches; anything else is counted as "other", so the
+/// label set stays bounded whatever a URL holds.
+const RESOURCES: [&str; 12] = [
+    "pods",
+    "deployflows",
+    "clonesets",
+    "controllerrevisions",
+    "services",
+    "endpointslices",
+    "events",
+    "leases",
+    "tokenreviews",
+    "subjectaccessreviews",
+    "namespaces",
+    "customresourcedefinitions",
+];
+
+/// The verb and resource of a request to the Kubernetes API, from its method and URL:
+/// `/api/v1/namespaces/{ns}/pods/{name}/status` is a `patch` (or get…) of `pods`; a collection
+/// GET is a `list`, or a `watch` with `watch=true`.
+pub fn classify(method: &http::Method, uri: &http::Uri) -> RequestLabels {
+    let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    // Past the group and version: ["api", v] or ["apis", group, v].
+    let rest: &[&str] = match segs.first() {
+        Some(&"api") => segs.get(2..).unwrap_or(&[]),
+        Some(&"apis") => segs.get(3..).unwrap_or(&[]),
+        _ => &[],
+    };
+    // namespaces/{ns}/{resource}…; a bare namespaces[/{name}] is the namespace itself.
+    let rest = match rest {
+        ["namespaces", _, more @ ..] if !more.is_empty() => more,
+        other => other,
+    };
+    let resource = rest
+        .first()
+        .and_then(|r| RESOURCES.iter().find(|k| *k == r))
+        .copied()
+        .unwrap_or("other");
+    let named = rest.len() > 1;
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET if named => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    };
+    RequestLabels { verb, resource }
+}
+
 pub struct Metrics {
     registry: Registry,
     releases: Family<PhaseLabels, Gauge>,
@@ -43,6 +104,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     undecodable: Counter,
     api_streams: Gauge,
+    kube_requests: Family<RequestLabels, Counter>,
+    gate_reconciles: Counter,
 }
 
 /// Every phase, so the releases gauge reports zeros too.
@@ -68,6 +131,19 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let undecodable = Counter::default();
         let api_streams = Gauge::default();
+        let kube_requests = Family::<RequestLabels, Counter>::default();
+        let gate_reconciles = Counter::default();
+        registry.register(
+            "kube_requests",
+            "Requests this controller sent to the Kubernetes API server, by verb and resource \
+             (Events, Lease renewals and API-caller reviews included)",
+            kube_requests.clone(),
+        );
+        registry.register(
+            "gate_reconciles",
+            "Pod readiness-gate reconciles",
+            gate_reconciles.clone(),
+        );
         registry.register(
             "api_streams",
             "Open API streams (Watch, ListAndWatch, Pause, Resume, Cancel)",
@@ -108,6 +184,8 @@ impl Default for Metrics {
             errors,
             undecodable,
             api_streams,
+            kube_requests,
+            gate_reconciles,
         }
     }
 }
@@ -141,6 +219,15 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.observe(took.as_secs_f64());
     }
+    /// Counts one request to the API server (called by the client's request layer).
+    pub fn kube_request(&self, method: &http::Method, uri: &http::Uri) {
+        self.kube_requests
+            .get_or_create(&classify(method, uri))
+            .inc();
+    }
+    pub fn gate_reconciled(&self) {
+        self.gate_reconciles.inc();
+    }
     pub fn undecodable(&self) {
         self.undecodable.inc();
     }
@@ -158,6 +245,65 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn class(method: &str, uri: &str) -> (&'static str, &'static str) {
+        let c = classify(&method.parse().unwrap(), &uri.parse().unwrap());
+        (c.verb, c.resource)
+    }
+
+    #[test]
+    fn requests_are_classified_by_verb_and_resource() {
+        assert_eq!(
+            class("GET", "/api/v1/namespaces/a/pods/p1"),
+            ("get", "pods")
+        );
+        assert_eq!(
+            class(
+                "PATCH",
+                "/api/v1/namespaces/a/pods/p1/status?fieldManager=x"
+            ),
+            ("patch", "pods")
+        );
+        assert_eq!(
+            class("GET", "/api/v1/pods?labelSelector=managed-by%3Dtriton-io"),
+            ("list", "pods")
+        );
+        assert_eq!(
+            class(
+                "GET",
+                "/api/v1/pods?allowWatchBookmarks=true&watch=true&resourceVersion=5"
+            ),
+            ("watch", "pods")
+        );
+        assert_eq!(
+            class(
+                "PATCH",
+                "/apis/apps.triton.io/v1alpha1/namespaces/a/deployflows/d/status"
+            ),
+            ("patch", "deployflows")
+        );
+        assert_eq!(
+            class(
+                "PUT",
+                "/apis/apps.kruise.io/v1alpha1/namespaces/a/clonesets/c"
+            ),
+            ("update", "clonesets")
+        );
+        assert_eq!(
+            class("POST", "/apis/events.k8s.io/v1/namespaces/a/events"),
+            ("create", "events")
+        );
+        assert_eq!(class("GET", "/api/v1/namespaces/a"), ("get", "namespaces"));
+        assert_eq!(
+            class("POST", "/apis/authentication.k8s.io/v1/tokenreviews"),
+            ("create", "tokenreviews")
+        );
+        assert_eq!(
+            class("GET", "/apis/x.io/v1/namespaces/a/secrets/s"),
+            ("get", "other")
+        );
+        assert_eq!(class("GET", "/version"), ("list", "other"));
+    }
 
     #[test]
     fn releases_by_phase_and_transitions_are_exported() {

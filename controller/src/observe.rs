@@ -93,6 +93,22 @@ impl CloneSetView {
     pub fn from_value(v: Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(v)
     }
+    /// From the cache's untyped CloneSet, read in place (no copy of its JSON).
+    pub fn from_raw(cs: &crate::raw::RawCloneSet) -> Result<Self, serde_json::Error> {
+        fn part<T: serde::de::DeserializeOwned + Default>(
+            v: Option<&Value>,
+        ) -> Result<T, serde_json::Error> {
+            match v {
+                None | Some(Value::Null) => Ok(T::default()),
+                Some(v) => T::deserialize(v),
+            }
+        }
+        Ok(CloneSetView {
+            metadata: cs.metadata.clone(),
+            spec: part(cs.data.get("spec"))?,
+            status: part(cs.data.get("status"))?,
+        })
+    }
     /// Whether Kruise has observed the latest spec.
     pub fn caught_up(&self) -> bool {
         self.metadata.generation.unwrap_or(0) == self.status.observed_generation
@@ -361,7 +377,7 @@ pub fn app_port(pod: &Pod) -> i32 {
 /// created at or after the batch start (second resolution), not terminating, not attributed to
 /// another batch; oldest first, at most `size`.
 pub fn attribute_batch<'a>(
-    pods: &'a [Pod],
+    pods: impl IntoIterator<Item = &'a Pod>,
     revision_filter: Option<&str>,
     started_at: Option<&Time>,
     other_batches: &[String],
@@ -369,7 +385,7 @@ pub fn attribute_batch<'a>(
 ) -> Vec<&'a Pod> {
     let start_secs = started_at.map(|t| t.0.as_second());
     let mut picked: Vec<&Pod> = pods
-        .iter()
+        .into_iter()
         .filter(|p| !is_terminating(p))
         .filter(|p| revision_filter.is_none_or(|r| revision(p) == Some(r)))
         .filter(|p| {
@@ -529,7 +545,7 @@ mod tests {
             pod("new1", "2026-01-01T00:02:00Z", &[], 0),
         ];
         let start: Time = serde_json::from_value(json!("2026-01-01T00:00:30Z")).unwrap();
-        let got = attribute_batch(&pods, Some("r1"), Some(&start), &["b1".into()], 1);
+        let got = attribute_batch(&pods[..], Some("r1"), Some(&start), &["b1".into()], 1);
         assert_eq!(
             got.iter()
                 .map(|p| p.metadata.name.clone().unwrap())

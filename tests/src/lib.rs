@@ -348,6 +348,27 @@ pub async fn create_service(client: &Client, ns: &str, mut manifest: serde_json:
         .expect("create Service");
 }
 
+/// The harness's controller's /metrics, as (series, value) pairs.
+pub async fn controller_metrics() -> Vec<(String, f64)> {
+    let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of the series whose name (with labels) starts with `prefix`.
+pub fn metric_sum(metrics: &[(String, f64)], prefix: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(s, _)| s.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// DeployFlow reconciles of the harness's controller so far (its reconcile histogram's count).
 pub async fn controller_reconciles() -> f64 {
     let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;

@@ -35,6 +35,7 @@ impl<'a> Step<'_, 'a> {
             .pods
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(name) && !observe::is_terminating(p))
+            .map(|p| &**p)
     }
 
     /// Live pods attributed to the current batch.
@@ -198,7 +199,7 @@ impl<'a> Step<'_, 'a> {
         };
         let revision = cs.status.update_revision.as_deref();
         let picked = observe::attribute_batch(
-            self.w.pods,
+            self.w.pods.iter().map(|p| &**p),
             revision,
             cur.started_at.as_ref(),
             &others,
@@ -558,6 +559,7 @@ impl<'a> Step<'_, 'a> {
                 let mut old: Vec<&Pod> = live()
                     .filter(|p| at_start.contains(&p.name_any()))
                     .filter(|p| named.is_empty() || named.contains(&p.name_any()))
+                    .map(|p| &**p)
                     .collect();
                 old.sort_by_key(|p| (observe::is_true(p, "Ready"), p.name_any()));
                 old.iter().take(size).map(|p| p.name_any()).collect()

@@ -53,7 +53,8 @@ pub struct World<'a> {
     /// The CloneSet `spec.application.instanceName`, from the watch cache.
     pub cloneset: Option<&'a CloneSetView>,
     /// The pods of that instance (label `app.kubernetes.io/instance`) in the namespace.
-    pub pods: &'a [Pod],
+    /// Shared with the cache (a step never copies a pod).
+    pub pods: &'a [std::sync::Arc<Pod>],
     /// Services and EndpointSlices of the namespace.
     pub services: &'a [Service],
     pub slices: &'a [EndpointSlice],

@@ -91,10 +91,12 @@ impl Fixture {
             .cs
             .clone()
             .map(|v| CloneSetView::from_value(v).unwrap());
+        let pods: Vec<std::sync::Arc<Pod>> =
+            self.pods.iter().cloned().map(std::sync::Arc::new).collect();
         let w = World {
             df: &df,
             cloneset: cs.as_ref(),
-            pods: &self.pods,
+            pods: &pods,
             services: &[],
             slices: &[],
             holder: self.holder.clone(),
@@ -108,10 +110,12 @@ impl Fixture {
             .cs
             .clone()
             .map(|v| CloneSetView::from_value(v).unwrap());
+        let pods: Vec<std::sync::Arc<Pod>> =
+            self.pods.iter().cloned().map(std::sync::Arc::new).collect();
         let w = World {
             df: &df,
             cloneset: cs.as_ref(),
-            pods: &self.pods,
+            pods: &pods,
             services: &[],
             slices: &[],
             holder: None,

@@ -11,6 +11,14 @@
 //! afterwards: every release finished, nothing changing, for --steady-seconds (60): the
 //! controller's CPU seconds and DeployFlow reconciles (its reconcile histogram's count), which
 //! must stay near zero (no periodic re-reconcile of finished releases).
+//!
+//! With `--scale 100,300,1000` it runs the scale table instead: for each N, N DeployFlows of 3
+//! replicas (auto, batches of 1) created at once over namespaces of 25, and prints per N the
+//! time to all finished, each release's time (median, slowest, slowest/median), DeployFlow and
+//! gate reconciles per second, the controller's API requests per release (its own client-side
+//! count, by verb), its CPU seconds (per release) and peak RSS; then the steady state with
+//! everything finished. Each N runs alone: the previous round's namespaces are deleted first.
+//! Needs nodes for the pods: `--nodes 5 --node-pods 1000`.
 
 use std::time::{Duration, Instant};
 
@@ -87,9 +95,350 @@ fn batch_is(s: &Value, batch: i64, phase: &str) -> bool {
     cur["batch"] == batch && cur["phase"] == phase
 }
 
+struct Row {
+    n: usize,
+    wall: f64,
+    p50: f64,
+    max: f64,
+    ok: usize,
+    reconciles: f64,
+    gates: f64,
+    requests: Vec<(&'static str, f64)>,
+    cpu: f64,
+    rss_mib: f64,
+    /// Requests the API server served per release, every client, by verb and resource.
+    served: Vec<(String, f64)>,
+}
+
+const VERBS: [&str; 7] = [
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+
+fn requests_by_verb(m: &[(String, f64)]) -> Vec<(&'static str, f64)> {
+    VERBS
+        .iter()
+        .map(|v| {
+            let prefix = format!("triton_controller_kube_requests_total{{verb=\"{v}\"");
+            (*v, metric_sum(m, &prefix))
+        })
+        .collect()
+}
+
+/// The API server's request counter (every client: Triton, Kruise, kwok, the scheduler,
+/// kube-controller-manager, this benchmark), summed by resource and verb.
+async fn apiserver_requests(client: &kube::Client) -> std::collections::HashMap<String, f64> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |k: &str| {
+            series
+                .split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
+        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+fn deployflows(client: &kube::Client) -> kube::Api<DynamicObject> {
+    kube::Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "apps.triton.io",
+            "v1alpha1",
+            "DeployFlow",
+        )),
+    )
+}
+
+/// N releases at once; returns the row of the table.
+async fn scale_round(client: &kube::Client, n: usize) -> Row {
+    let per_ns = 25;
+    let mut namespaces = Vec::new();
+    for i in 0..n.div_ceil(per_ns) {
+        namespaces.push(namespace(client, &format!("scale-{n}-{i}")).await);
+    }
+    let round = format!("n{n}");
+    // Watch first: each release's end is the first event that shows it finished.
+    let cfg = watcher::Config::default().labels(&format!("bench-round={round}"));
+    let mut events = watcher(deployflows(client), cfg).boxed();
+    loop {
+        match events.next().await {
+            Some(Ok(watcher::Event::InitDone)) => break,
+            Some(Ok(_)) => {}
+            other => panic!("watching the round's DeployFlows: {other:?}"),
+        }
+    }
+    let m0 = controller_metrics().await;
+    let a0 = apiserver_requests(client).await;
+    let p0 = controller_proc();
+    let start = Instant::now();
+    let created: std::collections::HashMap<String, Instant> =
+        futures::stream::iter((0..n).map(|i| {
+            let (client, ns, round) = (
+                client.clone(),
+                namespaces[i / per_ns].clone(),
+                round.clone(),
+            );
+            async move {
+                let name = format!("s{i}");
+                // On 2 cores kwok lags behind at a thousand releases: a pod's gate True to its Ready
+                // took over a minute, past the default pullInTimeoutSeconds (60).
+                let strategy = json!({"batchSize": 1, "mode": "auto", "pullInTimeoutSeconds": 900});
+                let mut m = flow(&name, &name, "create", 3, "nginx", strategy);
+                m["metadata"]["labels"]["bench-round"] = json!(round);
+                let df = Flow::create(&client, &ns, m).await;
+                (format!("{}/{}", df.ns, df.name), Instant::now())
+            }
+        }))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut finished: std::collections::HashMap<String, (Instant, bool)> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while finished.len() < n {
+        let ev = tokio::time::timeout_at(deadline.into(), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{n} releases to finish in 30 min: {} did", finished.len()));
+        let obj = match ev {
+            Some(Ok(watcher::Event::Apply(o))) => o,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                eprintln!("[bench] watch: {e} (retrying)");
+                continue;
+            }
+            None => panic!("the watch of the round's DeployFlows ended"),
+        };
+        if obj.data["status"]["finished"] == json!(true) {
+            let key = format!(
+                "{}/{}",
+                obj.metadata.namespace.clone().unwrap_or_default(),
+                obj.metadata.name.clone().unwrap_or_default()
+            );
+            let ok = obj.data["status"]["phase"] == "Success";
+            finished.entry(key).or_insert((Instant::now(), ok));
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let m1 = controller_metrics().await;
+    let a1 = apiserver_requests(client).await;
+    let p1 = controller_proc();
+    let mut served: Vec<(String, f64)> = a1
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - a0.get(k).copied().unwrap_or(0.0)) / n as f64,
+            )
+        })
+        .filter(|(_, v)| *v >= 0.05)
+        .collect();
+    served.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    let mut times: Vec<f64> = finished
+        .iter()
+        .map(|(k, (t, _))| (*t - created[k]).as_secs_f64())
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let r0 = requests_by_verb(&m0);
+    let requests = requests_by_verb(&m1)
+        .into_iter()
+        .zip(r0)
+        .map(|((v, b), (_, a))| (v, b - a))
+        .collect();
+    let (cpu, rss_mib) = match (p0, p1) {
+        (Some((_, c0)), Some((hwm, c1))) => (c1 - c0, hwm as f64 / 1024.0),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let d = |p: &str| metric_sum(&m1, p) - metric_sum(&m0, p);
+    Row {
+        n,
+        wall,
+        p50: pct(&times, 0.5),
+        max: *times.last().unwrap(),
+        ok: finished.values().filter(|(_, ok)| *ok).count(),
+        reconciles: d("triton_controller_reconcile_duration_seconds_count"),
+        gates: d("triton_controller_gate_reconciles_total"),
+        requests,
+        cpu,
+        rss_mib,
+        served,
+    }
+}
+
+/// Deletes the namespaces of round `n` and waits until they (and their pods) are gone.
+async fn clear_round(client: &kube::Client, n: usize) {
+    let api = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let prefix = format!("scale-{n}-");
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list namespaces")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    eprintln!("[bench] deleting the {} namespaces of round {n} (waits until they are gone)…", names.len());
+    for name in &names {
+        let _ = api.delete(name, &Default::default()).await;
+    }
+    eventually(
+        &format!("the namespaces of round {n} gone"),
+        Duration::from_secs(900),
+        || async {
+            let left = api
+                .list_metadata(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|ns| ns.metadata.name.as_deref().is_some_and(|m| m.starts_with(&prefix)))
+                .count();
+            if left == 0 { Ok(()) } else { Err(format!("{left} left")) }
+        },
+    )
+    .await;
+}
+
+async fn scale(client: &kube::Client, ns: &[usize], steady: usize) {
+    let mut rows = Vec::new();
+    for (i, &n) in ns.iter().enumerate() {
+        eprintln!("[bench] {n} releases at once…");
+        let row = scale_round(client, n).await;
+        eprintln!("[bench] {n}: all finished in {:.1} s", row.wall);
+        rows.push(row);
+        if i + 1 < ns.len() {
+            // Each N on its own: the round's namespaces go before the next round starts.
+            clear_round(client, n).await;
+        }
+    }
+    println!(
+        "triton-controller scale (local control plane, 2 cores shared by every component; \
+         3 replicas per release, auto, batches of 1)"
+    );
+    println!(
+        "| N | all finished | Success | release p50 / slowest (ratio) | DF reconciles (/s) | gate reconciles | API requests per release ({}) | CPU s (per release) | peak RSS |",
+        VERBS.join(" / ")
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let total: f64 = r.requests.iter().map(|(_, c)| c).sum();
+        let by: Vec<String> = r
+            .requests
+            .iter()
+            .map(|(_, c)| format!("{:.1}", c / r.n as f64))
+            .collect();
+        println!(
+            "| {} | {:.1} s | {} | {:.1} / {:.1} s ({:.2}×) | {:.0} ({:.0}/s) | {:.0} | {:.1} ({}) | {:.1} ({:.3}) | {:.1} MiB |",
+            r.n,
+            r.wall,
+            r.ok,
+            r.p50,
+            r.max,
+            r.max / r.p50,
+            r.reconciles,
+            r.reconciles / r.wall,
+            r.gates,
+            total / r.n as f64,
+            by.join(" / "),
+            r.cpu,
+            r.cpu / r.n as f64,
+            r.rss_mib
+        );
+    }
+    for r in &rows {
+        let total: f64 = r.served.iter().map(|(_, v)| v).sum();
+        let top: Vec<String> = r
+            .served
+            .iter()
+            .take(12)
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        println!(
+            "  N={}: the API server served {total:.1} requests per release (every client); most: {}",
+            r.n,
+            top.join(", ")
+        );
+    }
+    steady_state(client, steady).await;
+    if rows.iter().any(|r| r.ok < r.n) {
+        std::process::exit(1);
+    }
+}
+
+/// Everything finished, nothing changing: what the controller does for `steady` seconds.
+async fn steady_state(client: &kube::Client, steady: usize) {
+    // Settle: the last releases' final writes and Events.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (m0, c0) = (controller_metrics().await, controller_proc());
+    tokio::time::sleep(Duration::from_secs(steady as u64)).await;
+    let (m1, c1) = (controller_metrics().await, controller_proc());
+    let pods_total = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+        .list_metadata(&ListParams::default().labels("managed-by=triton-io"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let dfs_total = deployflows(client)
+        .list_metadata(&ListParams::default())
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    let d = |p: &str| metric_sum(&m1, p) - metric_sum(&m0, p);
+    match (c0, c1) {
+        (Some((_, a)), Some((hwm, b))) => println!(
+            "  steady state, {dfs_total} finished DeployFlows and {pods_total} managed pods, nothing changing for {steady} s: controller CPU {:.2} s ({:.2}% of a core), {} DeployFlow reconciles, {} gate reconciles, {} API requests besides watches, RSS peak {:.1} MiB",
+            b - a,
+            (b - a) / steady as f64 * 100.0,
+            d("triton_controller_reconcile_duration_seconds_count"),
+            d("triton_controller_gate_reconciles_total"),
+            d("triton_controller_kube_requests_total")
+                - d("triton_controller_kube_requests_total{verb=\"watch\""),
+            hwm as f64 / 1024.0
+        ),
+        _ => println!("  triton-controller process not found in /proc"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let client = client().await;
+    let scale_ns: Vec<usize> = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--scale")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| {
+                v.split(',')
+                    .map(|n| n.parse().expect("--scale takes N,N,…"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if !scale_ns.is_empty() {
+        scale(&client, &scale_ns, arg("--steady-seconds", 60)).await;
+        return;
+    }
     let samples = arg("--reaction-samples", 50);
     let concurrent = arg("--concurrent", 100);
     let steady = arg("--steady-seconds", 60);
@@ -142,8 +491,8 @@ async fn main() {
             .as_str()
             .expect("the canary pod")
             .to_string();
-        let cfg = watcher::Config::default()
-            .labels(&format!("kubernetes.io/service-name={}", df.name));
+        let cfg =
+            watcher::Config::default().labels(&format!("kubernetes.io/service-name={}", df.name));
         let mut slices = watcher(slices_api.clone(), cfg).boxed();
         loop {
             match slices.next().await {
@@ -274,26 +623,6 @@ async fn main() {
     let total = start.elapsed();
     let after = controller_proc();
 
-    // (4) Steady state: everything finished, nothing changing.
-    // Settle: the last releases' final writes and Events.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (r0, c0) = (controller_reconciles().await, controller_proc());
-    tokio::time::sleep(Duration::from_secs(steady as u64)).await;
-    let (r1, c1) = (controller_reconciles().await, controller_proc());
-    let pods_total = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
-        .list_metadata(&ListParams::default().labels("managed-by=triton-io"))
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    let dfs_total = kube::Api::<DynamicObject>::all_with(
-        client.clone(),
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("apps.triton.io", "v1alpha1", "DeployFlow")),
-    )
-    .list_metadata(&ListParams::default())
-    .await
-    .map(|l| l.items.len())
-    .unwrap_or(0);
-
     println!(
         "triton-controller benchmark (local control plane, 2 cores shared by every component)"
     );
@@ -328,16 +657,7 @@ async fn main() {
         ),
         _ => println!("  triton-controller process not found in /proc"),
     }
-    match (c0, c1) {
-        (Some((_, a)), Some((hwm, b))) => println!(
-            "  steady state, {dfs_total} finished DeployFlows and {pods_total} managed pods, nothing changing for {steady} s: controller CPU {:.2} s ({:.2}% of a core), {} DeployFlow reconciles, RSS peak {:.1} MiB",
-            b - a,
-            (b - a) / steady as f64 * 100.0,
-            r1 - r0,
-            hwm as f64 / 1024.0
-        ),
-        _ => println!("  triton-controller process not found in /proc"),
-    }
+    steady_state(&client, steady).await;
     if other > 0 {
         std::process::exit(1);
     }
