@@ -116,6 +116,26 @@ impl Recorder {
         ev: &Event,
         reference: &ObjectReference,
     ) -> Result<(), kube::Error> {
+        self.publish_keyed(ev, reference, true).await
+    }
+
+    /// Like `publish`, but repeats are folded by reason alone: for a retried failure whose text
+    /// changes between attempts (a timestamp, another connection error), one Event whose series
+    /// grows rather than one Event per retry. The note is the first failure's; the log has each.
+    pub async fn publish_folded(
+        &self,
+        ev: &Event,
+        reference: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        self.publish_keyed(ev, reference, false).await
+    }
+
+    async fn publish_keyed(
+        &self,
+        ev: &Event,
+        reference: &ObjectReference,
+        by_note: bool,
+    ) -> Result<(), kube::Error> {
         let type_ = match ev.type_ {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
@@ -125,7 +145,7 @@ impl Recorder {
             regarding: (reference.name.clone(), reference.uid.clone()),
             type_,
             reason: ev.reason.clone(),
-            note: ev.note.clone(),
+            note: if by_note { ev.note.clone() } else { None },
             action: ev.action.clone(),
         };
         let ns = reference

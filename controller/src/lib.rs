@@ -137,13 +137,13 @@ pub struct Args {
     /// Reconciles run at once, per controller (DeployFlows; pod gates); 0: no limit.
     #[arg(long, env = "TRITON_CONTROLLER_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
-    /// Average requests per second to the API server (reconciles, Events, the API's reviews);
-    /// 0: no limit. The Lease is renewed outside this limit, so a busy controller never loses
-    /// it by queueing behind its own writes.
+    /// Requests per second to the API server from reconciles, Events and the gRPC/REST API's
+    /// calls; 0: no limit. The Lease and the readiness agents' heartbeats are outside it.
     #[arg(long, env = "TRITON_CONTROLLER_KUBE_QPS", default_value_t = 200)]
     pub kube_qps: u32,
-    /// Requests allowed at once above --kube-qps (the limit is --kube-burst requests per
-    /// --kube-burst/--kube-qps seconds).
+    /// The limit's window: at most --kube-burst requests in each window of
+    /// --kube-burst/--kube-qps seconds (a fixed window: a burst may reach twice this across a
+    /// window's edge).
     #[arg(long, env = "TRITON_CONTROLLER_KUBE_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
     pub kube_burst: u32,
 }
@@ -446,9 +446,23 @@ fn thin_pod(p: &Pod) -> Pod {
     }
 }
 
+/// A slice's trigger keeps the names of the pods it lists (the mapper finds their releases).
 fn thin_slice(s: &EndpointSlice) -> EndpointSlice {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::Endpoint;
     EndpointSlice {
         metadata: thin_meta(&s.metadata),
+        endpoints: s.endpoints.as_ref().map(|eps| {
+            eps.iter()
+                .map(|e| Endpoint {
+                    target_ref: e.target_ref.as_ref().map(|r| ObjectReference {
+                        name: r.name.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        }),
         ..Default::default()
     }
 }
@@ -502,8 +516,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         counted.kube_request(req.method(), req.uri());
         req
     });
-    // The Lease's own client: renewals never wait behind the rate limit.
-    let lease_client = kube::client::ClientBuilder::try_from(config.clone())?
+    // Outside the rate limit: Lease renewals (a busy leader must not lose the Lease queueing
+    // behind its own writes) and the readiness agents' heartbeats (bounded by the pods, one per
+    // pod every third of --agent-staleness; queued behind reconciles they would go stale).
+    let unlimited = kube::client::ClientBuilder::try_from(config.clone())?
         .with_layer(&count)
         .build();
     let client = {
@@ -634,6 +650,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
 
     let (for_pods, for_cs, for_slices) = (dfs.clone(), dfs.clone(), dfs.clone());
+    let for_slices_pods = pods.clone();
     let (by_pods, by_cs, by_slices) = (dfs_by.clone(), dfs_by.clone(), dfs_by.clone());
     let config = kube::runtime::controller::Config::default().concurrency(args.concurrency);
     let df_controller = Controller::for_stream(ok(dfs_sub.remove(0)), dfs.clone())
@@ -650,7 +667,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             deployflows_of(&for_cs, &by_cs, cs.namespace(), Some(&cs.name_any()))
         })
         .watches_stream(ok(slices_sub.remove(0)), move |slice: EndpointSlice| {
-            deployflows_of(&for_slices, &by_slices, slice.namespace(), None)
+            // The releases of the pods it lists (a pull-in waits for its pods to be listed
+            // ready), not every release of the namespace.
+            let ns = slice.namespace();
+            let mut instances: Vec<String> = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .filter_map(|e| e.target_ref.as_ref()?.name.clone())
+                .filter_map(|pod| {
+                    let key = ObjectRef::<Pod>::new(&pod).within(ns.as_deref()?);
+                    pod_instance(&*for_slices_pods.get(&key)?)
+                })
+                .collect();
+            instances.sort();
+            instances.dedup();
+            instances
+                .iter()
+                .flat_map(|i| deployflows_of(&for_slices, &by_slices, ns.clone(), Some(i)))
+                .collect::<Vec<_>>()
         })
         .reconcile_all_on(on_leading(leading_rx.clone()))
         .shutdown_on_signal()
@@ -701,7 +736,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         starting: Default::default(),
     });
     start_api(&args, api_tls.clone(), api_ctx.clone()).await?;
-    start_agent_service(&args, api_tls, client.clone(), pods.clone()).await?;
+    start_agent_service(&args, api_tls, unlimited.clone(), pods.clone()).await?;
     tokio::spawn(admin(args.admin_listen, ready, ctx.clone(), api_ctx));
     tracing::info!(admin = %args.admin_listen, "triton-controller running");
     let controllers = async { tokio::join!(df_controller, gate_controller) };
@@ -722,16 +757,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // unreachable (a controller started together with a restarting API server used to exit).
     let mut delay = std::time::Duration::from_millis(200);
     let manager = loop {
-        match kube_lease_manager::LeaseManagerBuilder::new(
-            lease_client.clone(),
-            "triton-controller",
-        )
-        .with_namespace(&args.leader_election_namespace)
-        .with_identity(&identity)
-        .with_duration(args.lease_duration.as_secs())
-        .with_grace(args.lease_grace.as_secs())
-        .build()
-        .await
+        match kube_lease_manager::LeaseManagerBuilder::new(unlimited.clone(), "triton-controller")
+            .with_namespace(&args.leader_election_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration.as_secs())
+            .with_grace(args.lease_grace.as_secs())
+            .build()
+            .await
         {
             Ok(m) => break m,
             // The API server refuses for good (RBAC, a namespace that does not exist): say so
@@ -849,5 +881,75 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn a_pruned_pod_keeps_what_the_steps_and_the_api_read() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {INSTANCE_LABEL: "app"}},
+            "spec": {
+                "containers": [{"name": "main", "image": "nginx:1.25",
+                    "ports": [{"containerPort": 80}],
+                    "resources": {"limits": {"cpu": "1"}},
+                    "env": [{"name": "X", "value": "1"}],
+                    "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                    "readinessProbe": {"tcpSocket": {"port": 80}}}],
+                "readinessGates": [{"conditionType": "apps.triton.io/ready"}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "tolerations": [{"key": "k", "operator": "Exists"}]
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        prune_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(v["spec"]["containers"][0]["image"], "nginx:1.25");
+        assert_eq!(v["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
+        assert_eq!(
+            v["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "1"
+        );
+        assert!(observe::has_gate(&pod));
+        assert!(observe::is_true(&pod, "Ready"));
+        assert_eq!(pod_instance(&pod).as_deref(), Some("app"));
+        for gone in ["env", "volumeMounts", "readinessProbe"] {
+            assert!(
+                v["spec"]["containers"][0].get(gone).is_none(),
+                "{gone}: {v}"
+            );
+        }
+        assert!(v["spec"].get("volumes").is_none() && v["spec"].get("tolerations").is_none());
+    }
+
+    #[test]
+    fn triggers_keep_what_the_event_mappers_read() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "7",
+                "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": "p1", "namespace": "ns"}}]
+        }))
+        .unwrap();
+        let t = thin_slice(&slice);
+        assert_eq!(ObjectRef::from_obj(&t), ObjectRef::from_obj(&slice));
+        assert_eq!(t.labels(), slice.labels());
+        let targets: Vec<_> = t
+            .endpoints
+            .iter()
+            .flatten()
+            .filter_map(|e| e.target_ref.as_ref()?.name.clone())
+            .collect();
+        assert_eq!(targets, ["p1"]);
+        let df: RawDeployFlow = serde_json::from_value(json!({
+            "metadata": {"name": "d", "namespace": "ns"},
+            "spec": {"application": {"instanceName": "app", "replicas": 3}},
+            "status": {"phase": "Success"}
+        }))
+        .unwrap();
+        let t = thin_deployflow(&df);
+        assert_eq!(ObjectRef::from_obj(&t), ObjectRef::from_obj(&df));
+        assert_eq!(df_instance(&t).as_deref(), Some("app"));
+        assert!(t.data.get("status").is_none());
     }
 }

@@ -424,12 +424,17 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 /// Whether the pod is listed `ready` in the EndpointSlices of every Service that selects it
 /// (a pod no Service selects is pulled in at once). `Err` names the first Service where it is not.
-pub fn pulled_in(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) -> Result<(), String> {
+pub fn pulled_in<S, E>(pod: &Pod, services: &[S], slices: &[E]) -> Result<(), String>
+where
+    S: std::borrow::Borrow<Service>,
+    E: std::borrow::Borrow<EndpointSlice>,
+{
     let ns = pod.metadata.namespace.as_deref();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     for svc in services
         .iter()
+        .map(|s| s.borrow())
         .filter(|s| s.metadata.namespace.as_deref() == ns)
     {
         let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
@@ -441,6 +446,7 @@ pub fn pulled_in(pod: &Pod, services: &[Service], slices: &[EndpointSlice]) -> R
         let svc_name = svc.metadata.name.as_deref().unwrap_or_default();
         let ready = slices
             .iter()
+            .map(|s| s.borrow())
             .filter(|s| s.metadata.namespace.as_deref() == ns)
             .filter(|s| {
                 s.metadata
@@ -569,7 +575,10 @@ mod tests {
                 "endpoints": [{"addresses": ["10.244.1.1"], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": "p1"}}]}))
             .unwrap()
         };
-        assert!(pulled_in(&p, &[], &[]).is_ok(), "no Service selects it");
+        assert!(
+            pulled_in::<Service, EndpointSlice>(&p, &[], &[]).is_ok(),
+            "no Service selects it"
+        );
         let services = vec![
             svc("a", json!({"app": "a"})),
             svc("other", json!({"app": "zzz"})),

@@ -277,7 +277,7 @@ impl Context {
     }
 
     /// Whether the cached CloneSet `ns/name` is older than this controller's last write of it,
-    /// or missing within `CLONESET_CATCH_UP` of creating it. Acting on it would repeat the write:
+    /// or missing within `CLONESET_CATCH_UP` of writing it. Acting on it would repeat the write:
     /// at a thousand releases, stale caches made each release POST its CloneSet 3.4 times on
     /// average, every POST a round trip through Kruise's webhook. The CloneSet's own watch
     /// event triggers the next step. Caught up, the entry is dropped.
@@ -293,9 +293,16 @@ impl Context {
             .and_then(|o| o.metadata.resource_version.as_deref()?.parse::<u64>().ok());
         let stale = match cached {
             Some(c) => c < rv,
-            // Deleted since (or never seen): wait a little for the create's event only.
+            // Deleted since (or never seen): wait a little for the write's event only.
             None => at.elapsed() < CLONESET_CATCH_UP,
         };
+        if stale && at.elapsed() >= CLONESET_STALE_LIMIT {
+            // The CloneSet watch is not delivering (RBAC, the CRD, the API server): say so and
+            // go on from the cache, as before this guard, rather than stall the release.
+            tracing::warn!(cloneset = %key, written = rv, cached = ?cached, "the CloneSet cache has not shown this controller's write for 60 s; is the CloneSet watch failing? going on from the cache");
+            written.remove(&key);
+            return false;
+        }
         if !stale {
             written.remove(&key);
         }
@@ -329,7 +336,9 @@ impl Context {
 
 /// How long a CloneSet this controller created may be missing from its cache before a step
 /// takes it as gone.
-const CLONESET_CATCH_UP: Duration = Duration::from_secs(10);
+const CLONESET_CATCH_UP: Duration = Duration::from_secs(30);
+/// How long a step waits at most for the cache to show a CloneSet write.
+const CLONESET_STALE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Whether resourceVersion `cached` is older than `written` (both etcd revisions).
 pub fn older_than(cached: Option<&str>, written: Option<u64>) -> bool {
@@ -501,16 +510,9 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
         // The index lags its store by one event: check the label the store has.
         .filter(|p| p.labels().get(INSTANCE_LABEL) == Some(instance))
         .collect();
-    let services: Vec<Service> =
-        index::objects(&ctx.services, &ns, ctx.index.services.in_namespace(&ns))
-            .iter()
-            .map(|s| (**s).clone())
-            .collect();
-    let slices: Vec<EndpointSlice> =
-        index::objects(&ctx.slices, &ns, ctx.index.slices.in_namespace(&ns))
-            .iter()
-            .map(|s| (**s).clone())
-            .collect();
+    // Shared with the cache, not copied (a namespace may hold thousands of them).
+    let services = index::objects(&ctx.services, &ns, ctx.index.services.in_namespace(&ns));
+    let slices = index::objects(&ctx.slices, &ns, ctx.index.slices.in_namespace(&ns));
     let holder = cloneset
         .as_ref()
         .and_then(|cs| cs.released_by())
@@ -833,7 +835,7 @@ pub fn error_policy(obj: Arc<RawDeployFlow>, error: &Error, ctx: Arc<Context>) -
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(error) = recorder.publish(&ev, &reference).await {
+        if let Err(error) = recorder.publish_folded(&ev, &reference).await {
             tracing::debug!(%error, "publishing an event failed");
         }
     });

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use triton_core::names::READY_GATE;
 use triton_core::release::{
-    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation, SmokeVerdict, some_of,
+    self, Action, BatchPhase, BatchStep, CloneSetTarget, DeployPhase, PodObservation, SmokeVerdict,
+    some_of,
 };
 
 use super::{Effect, Step, cloneset};

@@ -56,8 +56,8 @@ pub struct World<'a> {
     /// Shared with the cache (a step never copies a pod).
     pub pods: &'a [std::sync::Arc<Pod>],
     /// Services and EndpointSlices of the namespace.
-    pub services: &'a [Service],
-    pub slices: &'a [EndpointSlice],
+    pub services: &'a [std::sync::Arc<Service>],
+    pub slices: &'a [std::sync::Arc<EndpointSlice>],
     /// The other DeployFlow named by the CloneSet's release annotation, if any and not this one.
     pub holder: Option<Holder>,
     pub now: Timestamp,
