@@ -371,9 +371,10 @@ pub fn metric_sum(metrics: &[(String, f64)], prefix: &str) -> f64 {
 
 /// DeployFlow reconciles of the harness's controller so far (its reconcile histogram's count).
 pub async fn controller_reconciles() -> f64 {
-    let text = http_get(&testenv_var("TRITON_CONTROLLER_ADMIN"), "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("triton_controller_reconcile_duration_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
+    controller_metrics()
+        .await
+        .into_iter()
+        .find(|(series, _)| series == "triton_controller_reconcile_duration_seconds_count")
+        .map(|(_, v)| v)
         .expect("the reconcile count in /metrics")
 }
