@@ -263,7 +263,7 @@ fn shared<K>(
     subscribers: usize,
     instance_of: fn(&K) -> Option<String>,
     prune: fn(&mut K),
-    thin: fn(&K) -> K,
+    thin: fn(&K, bool) -> K,
     tap: impl Fn(&K, bool) + Send + 'static,
 ) -> (
     Store<K>,
@@ -342,10 +342,10 @@ where
             let mut senders = senders.clone();
             async move {
                 use futures::SinkExt;
-                for (o, _) in out {
+                for (o, deleted) in out {
                     // A trigger needs only what names the object and what the event mappers
                     // read; the reconcile reads the cache.
-                    let o = thin(&o);
+                    let o = thin(&o, deleted);
                     for s in senders.iter_mut() {
                         // Backpressure: a slow controller slows the watch, memory stays bounded.
                         let _ = s.send(o.clone()).await;
@@ -439,7 +439,7 @@ fn prune_pod(p: &mut Pod) {
     }
 }
 
-fn thin_pod(p: &Pod) -> Pod {
+fn thin_pod(p: &Pod, _: bool) -> Pod {
     Pod {
         metadata: thin_meta(&p.metadata),
         ..Default::default()
@@ -447,7 +447,7 @@ fn thin_pod(p: &Pod) -> Pod {
 }
 
 /// A slice's trigger keeps the names of the pods it lists (the mapper finds their releases).
-fn thin_slice(s: &EndpointSlice) -> EndpointSlice {
+fn thin_slice(s: &EndpointSlice, _: bool) -> EndpointSlice {
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::discovery::v1::Endpoint;
     EndpointSlice {
@@ -467,25 +467,29 @@ fn thin_slice(s: &EndpointSlice) -> EndpointSlice {
     }
 }
 
-fn thin_service(s: &Service) -> Service {
+fn thin_service(s: &Service, _: bool) -> Service {
     Service {
         metadata: thin_meta(&s.metadata),
         ..Default::default()
     }
 }
 
-fn thin_cloneset(c: &RawCloneSet) -> RawCloneSet {
+fn thin_cloneset(c: &RawCloneSet, _: bool) -> RawCloneSet {
     RawCloneSet {
         metadata: thin_meta(&c.metadata),
         data: serde_json::Value::Null,
     }
 }
 
-/// A DeployFlow's trigger keeps the instance it releases (the gate controller maps on it).
-fn thin_deployflow(d: &RawDeployFlow) -> RawDeployFlow {
+/// A DeployFlow's trigger keeps the instance it releases and a digest of what decides which pods
+/// it holds back (the gate controller maps on both, see `gates::GateFilter`); a deletion has no
+/// digest.
+fn thin_deployflow(d: &RawDeployFlow, deleted: bool) -> RawDeployFlow {
+    let digest = (!deleted).then(|| gates::hold_digest(&d.data).to_string());
     RawDeployFlow {
         metadata: thin_meta(&d.metadata),
-        data: json!({"spec": {"application": {"instanceName": d.data["spec"]["application"]["instanceName"]}}}),
+        data: json!({"spec": {"application": {"instanceName": d.data["spec"]["application"]["instanceName"]}},
+            gates::DIGEST_FIELD: digest}),
     }
 }
 
@@ -630,6 +634,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         backoff: Default::default(),
         leading: AtomicBool::new(!args.leader_elect),
         failpoint,
+        opened: Default::default(),
         written: Default::default(),
         cs_written: Default::default(),
         reported: Default::default(),
@@ -693,9 +698,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .for_each(|_| async {});
 
     let pods_for_dfs = pods.clone();
+    let changed = gates::GateFilter::default();
     let gate_controller = Controller::for_stream(ok(pods_sub.remove(0)), pods.clone())
         .with_config(config)
         .watches_stream(ok(dfs_sub.remove(0)), move |df: RawDeployFlow| {
+            // Only a change of what decides the hold re-checks the release's pods (a status
+            // write of a waiting message, say, does not).
+            if !changed.changed(&df) {
+                return Vec::new();
+            }
             let (Some(ns), Some(instance)) = (df.namespace(), df_instance(&df)) else {
                 return Vec::new();
             };
@@ -931,7 +942,7 @@ mod tests {
                 "targetRef": {"kind": "Pod", "name": "p1", "namespace": "ns"}}]
         }))
         .unwrap();
-        let t = thin_slice(&slice);
+        let t = thin_slice(&slice, false);
         assert_eq!(ObjectRef::from_obj(&t), ObjectRef::from_obj(&slice));
         assert_eq!(t.labels(), slice.labels());
         let targets: Vec<_> = t
@@ -947,9 +958,16 @@ mod tests {
             "status": {"phase": "Success"}
         }))
         .unwrap();
-        let t = thin_deployflow(&df);
+        let t = thin_deployflow(&df, false);
         assert_eq!(ObjectRef::from_obj(&t), ObjectRef::from_obj(&df));
         assert_eq!(df_instance(&t).as_deref(), Some("app"));
         assert!(t.data.get("status").is_none());
+        assert_eq!(
+            t.data[gates::DIGEST_FIELD].as_str(),
+            Some(gates::hold_digest(&df.data).to_string().as_str()),
+            "the gate controller's filter reads the digest"
+        );
+        let gone = thin_deployflow(&df, true);
+        assert!(gone.data[gates::DIGEST_FIELD].is_null(), "a deletion has none");
     }
 }

@@ -180,6 +180,8 @@ pub struct Context {
     pub failpoint: Option<Failpoint>,
     /// Undecodable DeployFlow versions already reported (uid@resourceVersion).
     pub reported: Mutex<std::collections::HashSet<String>>,
+    /// Pods whose gate this controller set True lately (see `gates::held`).
+    pub opened: Mutex<crate::gates::Opened>,
     /// The resourceVersion of this controller's last write of each DeployFlow (see `stale`).
     pub written: Mutex<HashMap<String, u64>>,
     /// The resourceVersion and time of its last write of each CloneSet (see `cloneset_stale`).
@@ -539,7 +541,7 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
     let decision = if deleting {
         engine::cleanup(&world)
     } else {
-        engine::step(&world)
+        engine::advance(&world)
     };
     match execute(df, &ns, decision, ctx).await {
         // A write the API server will refuse every time (an invalid label, a bad template): the
@@ -585,7 +587,12 @@ async fn execute(
         }
     }
     let mut status = decision.status;
-    failpoint(ctx, df, ns, &before, &status, true);
+    // The statuses the step passed through, then the one it writes: each hop is a transition
+    // for the failpoints, the metrics and the Events.
+    let hops: Vec<&DeployFlowStatus> = std::iter::once(&before)
+        .chain(decision.trail.iter())
+        .collect();
+    failpoint(ctx, df, ns, &hops, &status, true);
     if status != before {
         status.updated_at = Some(now());
         status.observed_generation = df.metadata.generation;
@@ -605,11 +612,15 @@ async fn execute(
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Requeue::await_change()),
             Err(e) => return Err(Error::PatchStatus(e)),
         }
-        failpoint(ctx, df, ns, &before, &status, false);
+        failpoint(ctx, df, ns, &hops, &status, false);
         for effect in decision.after {
             apply_effect(df, ns, effect, &mut rv, ctx).await?;
         }
-        record(df, ctx, &before, &status, started).await;
+        let mut from = &before;
+        for to in decision.trail.iter().chain(std::iter::once(&status)) {
+            record(df, ctx, from, to, started).await;
+            from = to;
+        }
     } else {
         for effect in decision.after {
             apply_effect(df, ns, effect, &mut rv, ctx).await?;
@@ -627,19 +638,23 @@ fn params() -> PatchParams {
     }
 }
 
+/// Aborts the process when a hop of this step (`hops[i]` → `hops[i + 1]`, the last to `to`)
+/// reaches the configured failpoint, before or after the status write.
 fn failpoint(
     ctx: &Context,
     df: &DeployFlow,
     ns: &str,
-    from: &DeployFlowStatus,
+    hops: &[&DeployFlowStatus],
     to: &DeployFlowStatus,
     before_write: bool,
 ) {
     let Some(fp) = &ctx.failpoint else { return };
+    let mut pairs = hops.windows(2).map(|w| (w[0], w[1]));
+    let last = hops.last().map(|from| (*from, to));
     if fp.before == before_write
         && fp.namespace == ns
         && fp.name == df.name_any()
-        && fp.reached(from, to)
+        && (pairs.any(|(a, b)| fp.reached(a, b)) || last.is_some_and(|(a, b)| fp.reached(a, b)))
     {
         tracing::error!(deployflow = %df.name_any(), ?fp, "failpoint reached: aborting");
         std::process::abort();
@@ -703,12 +718,34 @@ async fn apply_effect(
                 }
             }
         }
+        Effect::CorrectCloneSet(patch) => {
+            match clonesets()
+                .patch(&cs_name, &params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(cs) => ctx.wrote_cloneset(ns, &cs_name, cs.metadata.resource_version.as_deref()),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                // Refused or failed: retried with backoff from a newer cache.
+                Err(source) => {
+                    return Err(Error::PatchCloneSet {
+                        name: cs_name,
+                        source,
+                    });
+                }
+            }
+        }
         Effect::SetGate {
             pod,
             uid,
             ready,
             reason,
-        } => set_gate_named(&ctx.client, ns, &pod, uid.as_deref(), ready, reason).await?,
+        } => {
+            if ready {
+                let key = format!("{ns}/{pod}");
+                ctx.opened.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+            }
+            set_gate_named(&ctx.client, ns, &pod, uid.as_deref(), ready, reason).await?
+        }
         Effect::PatchSpec(mut patch) => {
             patch["metadata"] = json!({"resourceVersion": rv});
             let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);

@@ -1,7 +1,6 @@
 //! What users do that the release engine must survive, each with its defined outcome (README,
 //! "Hostile input"): a release of 0 replicas; two releases of one CloneSet applied at once; the
-//! CloneSet's partition edited by hand in the middle of a release (ignored: a known defect, see
-//! the test). (A batch the cluster cannot
+//! CloneSet's partition edited by hand in the middle of a release. (A batch the cluster cannot
 //! schedule: unschedulable.rs, alone in its binary, so that its reconcile count is its own.)
 
 use std::time::Duration;
@@ -117,13 +116,13 @@ async fn two_releases_of_one_cloneset_applied_at_once_one_runs_and_the_other_fai
     }
 }
 
-/// Known defect, open (issue 12's note): today the gate controller pulls in the pods a hand edit
-/// releases between batches. A fix was written and reverted after review: holding them needs
-/// gate-aware replacement accounting, revision-changing actions only, and sticky batch
-/// attribution, or releases deadlock (restart with an evicted pod) or pods still slip through.
-/// This test is the reproduction the fix must pass.
+/// A CloneSet's partition set to 0 by hand while the release waits between batches: Kruise
+/// starts updating every pod. The release sets its partition back, removes the pod updated out of
+/// turn (held out of the Service by the gate controller meanwhile), says so in its message and a
+/// Warning Event, and then goes on to Success as if nothing had happened. The Service never has
+/// fewer ready endpoints than the CloneSet's maxUnavailable allows (the edit itself takes one old
+/// pod down), and no new pod outside batch 1 is ever Ready before its batch.
 #[tokio::test]
-#[ignore = "known defect: pods released by a hand-edited partition are pulled in before their batch (see the doc comment)"]
 async fn a_partition_edited_by_hand_mid_release_releases_no_pod_before_its_batch() {
     let client = client().await;
     let ns = namespace(&client, "hand-edit").await;
@@ -159,7 +158,19 @@ async fn a_partition_edited_by_hand_mid_release_releases_no_pod_before_its_batch
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
 
-    // Someone releases every pod by hand.
+    // Someone releases every pod by hand, and the pods are watched from then on.
+    let pod_api = Api::<Pod>::namespaced(client.clone(), &ns);
+    let watched = History::start(pod_api.clone(), Default::default()).await;
+    let history = History::start(
+        v2.api.clone(),
+        kube::runtime::watcher::Config::default().fields("metadata.name=edit-v2"),
+    )
+    .await;
+    let slices = History::start(
+        Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), &ns),
+        kube::runtime::watcher::Config::default().labels("kubernetes.io/service-name=edit"),
+    )
+    .await;
     kruise_cs(&client, &ns)
         .patch(
             "edit",
@@ -168,21 +179,84 @@ async fn a_partition_edited_by_hand_mid_release_releases_no_pod_before_its_batch
         )
         .await
         .expect("edit the CloneSet's partition");
-    // Kruise creates new-revision pods at once; the gate keeps each out of the endpoints until
-    // its batch, so the Service keeps its 3 ready endpoints and no new pod outside batch 1 is
-    // Ready.
-    let pod_api = Api::<Pod>::namespaced(client.clone(), &ns);
-    holds_for("no pod released before its batch, 3 ready endpoints", Duration::from_secs(10), || async {
+    // The release answers: its partition back, the out-of-turn pods removed, told (the message
+    // lasts one step, so it is read from the DeployFlow's watch).
+    let msgs = || -> Vec<String> {
+        history
+            .versions()
+            .iter()
+            .filter_map(|d| d.data["status"]["message"].as_str().map(str::to_string))
+            .filter(|m| m.contains("was edited outside the release"))
+            .collect()
+    };
+    eventually("the edit told in the status message", LONG, || async {
+        let m = msgs();
+        if m.iter().any(|m| m.contains("partition is set back to 2")) {
+            Ok(())
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a CloneSetEdited Warning Event", LONG, || async {
+        let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("CloneSetEdited") && e.type_.as_deref() == Some("Warning"))
+            .map(|_| ())
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    eventually("the CloneSet back at partition 2, 1 new and 2 old pods, 3 ready endpoints", LONG, || async {
+        let cs = cloneset(&client, &ns, "edit").await;
+        if cs["spec"]["updateStrategy"]["partition"] != 2 {
+            return Err(format!("partition {}", cs["spec"]["updateStrategy"]["partition"]));
+        }
+        let live: Vec<Pod> = pods(&pod_api, "app.kubernetes.io/instance=edit")
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let new: Vec<String> = live
+            .iter()
+            .filter(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:1.26"))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let eps = service_endpoints(&client, &ns, "edit").await;
+        if live.len() != 3 || new != batch1 || eps.ready.len() != 3 {
+            return Err(format!("{} live, new {new:?}, ready endpoints {:?}", live.len(), eps.ready));
+        }
+        Ok(())
+    })
+    .await;
+    // What the pod watch saw since the edit: no new pod but batch 1's was ever Ready.
+    for p in watched.versions() {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let new = p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:1.26");
+        assert!(
+            !(new && !batch1.contains(&name) && is_true(&p, "Ready")),
+            "{name} was Ready before its batch"
+        );
+    }
+    // And what the slice watch saw: the edit took one old pod down (maxUnavailable), never more.
+    let fewest = slices
+        .versions()
+        .iter()
+        .map(|sl| {
+            sl.endpoints
+                .iter()
+                .flatten()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count()
+        })
+        .min()
+        .expect("the Service's EndpointSlice");
+    assert!(fewest >= 2, "the Service had {fewest} ready endpoints");
+    holds_for("3 ready endpoints", Duration::from_secs(5), || async {
         let eps = service_endpoints(&client, &ns, "edit").await;
         if eps.ready.len() < 3 {
             return Err(format!("ready endpoints {:?}", eps.ready));
-        }
-        for p in pods(&pod_api, "app.kubernetes.io/instance=edit").await {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let new = p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some("nginx:1.26");
-            if new && !batch1.contains(&name) && is_true(&p, "Ready") {
-                return Err(format!("{name} is Ready before its batch"));
-            }
         }
         Ok(())
     })
@@ -195,7 +269,7 @@ async fn a_partition_edited_by_hand_mid_release_releases_no_pod_before_its_batch
             .unwrap();
         (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
-    assert!(ok, "continue --wait: {out}{err}");
+    assert!(ok, "continue --wait: {out}{err}; the release: {}", v2.status().await);
     v2.wait_phase("Success", LONG).await;
     let eps = wait_ready_endpoints(&client, &ns, "edit", 3, LONG).await;
     assert_eq!(eps.ready.len(), 3);

@@ -93,6 +93,9 @@ impl<'a> Step<'_, 'a> {
             self.prepare_batch(None);
             return;
         };
+        if self.out_of_turn(cs, &cur) {
+            return;
+        }
         match cur.phase {
             BatchPhase::Baked => self.prepare_batch(Some(&cur)),
             BatchPhase::Pending => self.start_batch(&cur),
@@ -102,6 +105,108 @@ impl<'a> Step<'_, 'a> {
             // Held by the pause the failure wrote into the spec (see interrupts).
             BatchPhase::SmokeFailed | BatchPhase::BakeFailed => {}
         }
+    }
+
+    /// How many pods of the new revision this release has released: those updated before it,
+    /// the baked batches, and the current batch once started.
+    fn released(&self, cur: &BatchCondition) -> i32 {
+        let started = !matches!(cur.phase, BatchPhase::Pending | BatchPhase::Baked);
+        self.start_counts()
+            .updated_at_start
+            .saturating_add(self.status.finished_replicas)
+            .saturating_add(if started { cur.batch_size } else { 0 })
+    }
+
+    /// A CloneSet edited by hand to release more pods than the release has (its partition
+    /// lowered, its replicas raised): the release writes its partition back, so Kruise updates
+    /// no further pod, and removes the pods updated out of turn that do not serve (the gate
+    /// controller holds them, see `gates::held`; Kruise recreates them at the old revision).
+    /// The edit is told in the status message and a Warning Event. True when it wrote
+    /// something: the step ends there, the next one sees the CloneSet as the release left it.
+    /// A paused release does not step, so this waits for the resume.
+    fn out_of_turn(&mut self, cs: &CloneSetView, cur: &BatchCondition) -> bool {
+        if !self.spec().action.is_revision_changing() {
+            return false;
+        }
+        let allowed = self.released(cur);
+        let replicas = cs.spec.replicas;
+        // A partition that is no number (a percentage written by hand) is not the release's.
+        let partition = cs.partition();
+        let by_cs = replicas.saturating_sub(partition.unwrap_or(0)).max(0);
+        let restore = (partition.is_none() && cs.spec.update_strategy.partition.is_some())
+            || by_cs > allowed;
+        let Some(update) = cs.status.update_revision.as_deref() else {
+            return false;
+        };
+        let claimed = |n: &String| {
+            self.status.pods.iter().flatten().any(|p| p == n)
+                || self.status.pods_at_start.iter().flatten().any(|p| p == n)
+        };
+        let cs_uid = cs.metadata.uid.as_ref();
+        let mut new: Vec<&Pod> = self
+            .w
+            .pods
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| !observe::is_terminating(p) && observe::revision(p) == Some(update))
+            .filter(|p| {
+                cs_uid.is_none()
+                    || p.metadata.owner_references.iter().flatten().any(|r| {
+                        r.controller == Some(true) && Some(&r.uid) == cs_uid
+                    })
+            })
+            .collect();
+        let excess = (new.len() as i32).saturating_sub(allowed).max(0) as usize;
+        // The newest first: a started batch's own pod came before a later edit's.
+        new.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+        let victims: Vec<String> = new
+            .iter()
+            .filter(|p| !claimed(&p.name_any()) && !observe::is_true(p, READY_GATE))
+            .map(|p| p.name_any())
+            .take(excess)
+            .collect();
+        let listed = cs.pods_to_delete();
+        let to_list: Vec<String> = victims.iter().filter(|v| !listed.contains(v)).cloned().collect();
+        if !restore && to_list.is_empty() {
+            return false;
+        }
+        let mut spec = serde_json::Map::new();
+        let mut told = Vec::new();
+        if restore {
+            let p = replicas.saturating_sub(allowed).max(0);
+            spec.insert("updateStrategy".into(), serde_json::json!({"partition": p}));
+            told.push(format!(
+                "it would update {by_cs} pod(s) to the new revision, the release has released {allowed}; its partition is set back to {p}"
+            ));
+        }
+        if !to_list.is_empty() {
+            // Kruise refuses a list naming a pod that is already terminating: keep only the
+            // listed pods still alive (a gone or terminating one is already on its way out).
+            let mut all: Vec<String> = listed
+                .iter()
+                .filter(|n| self.live_pod(n).is_some())
+                .cloned()
+                .collect();
+            all.extend(to_list.iter().cloned());
+            spec.insert(
+                "scaleStrategy".into(),
+                serde_json::json!({"podsToDelete": all}),
+            );
+            told.push(format!(
+                "pod(s) {} updated out of turn are removed, never having served (Kruise recreates them at the old revision)",
+                some_of(&to_list, ", ")
+            ));
+        }
+        self.before
+            .push(Effect::CorrectCloneSet(serde_json::json!({"spec": spec})));
+        let note = format!(
+            "CloneSet {} was edited outside the release: {}",
+            self.cs_name(),
+            told.join("; ")
+        );
+        self.event(true, "CloneSetEdited", note.clone());
+        self.wait(note);
+        true
     }
 
     fn prepare_batch(&mut self, last: Option<&BatchCondition>) {
@@ -195,6 +300,8 @@ impl<'a> Step<'_, 'a> {
                 .flatten()
                 .filter(|n| !mine.contains(&n.as_str()))
                 .chain(self.status.pods_at_start.iter().flatten())
+                // Pods on their way out (an edit's out-of-turn pods): never a batch's.
+                .chain(cs.pods_to_delete())
                 .cloned()
                 .collect()
         };

@@ -70,6 +70,10 @@ pub enum Effect {
     CreateCloneSet(Value),
     /// Merge-patch the CloneSet.
     PatchCloneSet(Value),
+    /// Merge-patch the CloneSet to undo a hand edit: a refusal is retried (Kruise refuses a
+    /// `podsToDelete` naming a pod already terminating, which the cache may not show yet), never
+    /// the release's failure.
+    CorrectCloneSet(Value),
     /// Set the readiness-gate condition of a pod (UID precondition; a gone pod is skipped).
     SetGate {
         pod: String,
@@ -97,6 +101,9 @@ pub struct Decision {
     pub after: Vec<Effect>,
     /// Run again after this long even without an event (timers: intervals, timeouts).
     pub requeue: Option<Duration>,
+    /// The statuses [`advance`] passed through on the way to `status`, oldest first (not
+    /// written; their Events, metrics and failpoints are the executor's to tell).
+    pub trail: Vec<DeployFlowStatus>,
 }
 
 /// One release step of a DeployFlow that is not being deleted.
@@ -106,6 +113,67 @@ pub fn step(w: &World) -> Decision {
         s.run();
     }
     s.decision()
+}
+
+/// Steps taken at most in one reconcile by [`advance`].
+pub const MAX_HOPS: usize = 8;
+
+/// Steps on one snapshot for as long as a step only moves the status: one status write for a
+/// run of decisions that write nothing else (a batch baked, the next planned and started is one
+/// write instead of four; each write costs a watch event, a reconcile and a gate check per pod).
+///
+/// The safety argument of [`Decision`] holds unchanged: a hop is what the next reconcile would
+/// decide on the same snapshot; only the first hop's `before` effects are applied (a later hop
+/// whose `before` writes something is left to the next reconcile, which decides it from the
+/// recorded status); `after` effects come only from the last hop, whose status is the one
+/// written. A hop that changes nothing ends the run (its timer is kept).
+pub fn advance(w: &World) -> Decision {
+    let mut d = step(w);
+    let mut from = w.df.status.clone().unwrap_or_default();
+    for _ in 1..MAX_HOPS {
+        if d.status == from || d.status.finished || !writes_nothing(&d.before) || !writes_nothing(&d.after) {
+            break;
+        }
+        let mut df = w.df.clone();
+        df.status = Some(d.status.clone());
+        let next = step(&World {
+            df: &df,
+            cloneset: w.cloneset,
+            pods: w.pods,
+            services: w.services,
+            slices: w.slices,
+            holder: w.holder.clone(),
+            now: w.now,
+        });
+        if next.status == d.status {
+            // Waiting here: its timer counts (an interval, a timeout).
+            d.requeue = match (d.requeue, next.requeue) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            break;
+        }
+        if !writes_nothing(&next.before) {
+            break;
+        }
+        let Decision {
+            before: _,
+            status,
+            after,
+            requeue,
+            trail: _,
+        } = next;
+        from = std::mem::replace(&mut d.status, status);
+        d.trail.push(from.clone());
+        d.after.extend(after);
+        d.requeue = requeue;
+    }
+    d
+}
+
+/// Whether these effects are only Events.
+fn writes_nothing(effects: &[Effect]) -> bool {
+    effects.iter().all(|e| matches!(e, Effect::Event { .. }))
 }
 
 /// The step of a DeployFlow being deleted: a running release is cancelled and the CloneSet
@@ -147,6 +215,7 @@ impl<'w, 'a> Step<'w, 'a> {
             status: self.status,
             after: self.after,
             requeue: self.requeue,
+            trail: Vec::new(),
         }
     }
 

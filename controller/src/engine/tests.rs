@@ -104,6 +104,26 @@ impl Fixture {
         };
         step(&w)
     }
+    /// [`super::advance`]: the steps one reconcile takes on this snapshot.
+    fn advance(&self) -> Decision {
+        let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
+        let cs: Option<CloneSetView> = self
+            .cs
+            .clone()
+            .map(|v| CloneSetView::from_value(v).unwrap());
+        let pods: Vec<std::sync::Arc<Pod>> =
+            self.pods.iter().cloned().map(std::sync::Arc::new).collect();
+        let w = World {
+            df: &df,
+            cloneset: cs.as_ref(),
+            pods: &pods,
+            services: &[],
+            slices: &[],
+            holder: self.holder.clone(),
+            now: self.now,
+        };
+        super::advance(&w)
+    }
     fn cleanup(&self) -> Decision {
         let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
         let cs: Option<CloneSetView> = self
@@ -177,7 +197,7 @@ fn cloneset_patches(effects: &[Effect]) -> Vec<&Value> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::PatchCloneSet(p) => Some(p),
+            Effect::PatchCloneSet(p) | Effect::CorrectCloneSet(p) => Some(p),
             _ => None,
         })
         .collect()
@@ -1015,4 +1035,215 @@ fn a_pod_failing_during_its_batchs_pull_in_fails_the_bake_not_the_smoke() {
             .unwrap()
             .contains("failed while baking")
     );
+}
+
+// ---- advance: one status write for a run of steps that write nothing else ---------------------
+
+/// An update of 3 in batches of 1 whose batch 1 is finishing: the CloneSet shows its finish
+/// target (3 replicas, partition 2), so the batch is baked.
+fn update_finishing(interval: i64) -> Fixture {
+    flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "auto", "batchIntervalSeconds": interval}),
+    )
+    .status(running(
+        vec![batch(1, "Baking", &["new-1"], json!({"podsToDelete": []}))],
+        json!({}),
+    ))
+    .cloneset(3, Some(2), 3)
+    .pod(ready_pod("new-1", 1))
+    .now(20)
+}
+
+fn trail(d: &Decision) -> Vec<(i32, BatchPhase)> {
+    d.trail
+        .iter()
+        .map(|s| s.current().map(|c| (c.batch, c.phase)).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_baked_batch_and_the_start_of_the_next_are_one_status_write() {
+    let f = update_finishing(0);
+    let one = f.decide();
+    assert_eq!(current(&one).phase, BatchPhase::Baked, "one step: {one:?}");
+    let d = f.advance();
+    let c = current(&d);
+    assert_eq!((c.batch, c.phase), (2, BatchPhase::Smoking), "{d:?}");
+    assert_eq!(
+        trail(&d),
+        vec![(1, BatchPhase::Baked), (2, BatchPhase::Pending)],
+        "the statuses passed through, for the Events"
+    );
+    assert_eq!(d.status.finished_replicas, 1);
+    assert!(d.before.is_empty(), "{:?}", d.before);
+    assert_eq!(
+        cloneset_patches(&d.after),
+        vec![&json!({"spec": {"replicas": 4, "updateStrategy": {"partition": 2}}})],
+        "batch 2's start target (one surge pod of the new revision), written after the status that records the start"
+    );
+}
+
+#[test]
+fn a_run_of_steps_stops_where_it_waits_and_keeps_the_timer() {
+    let d = update_finishing(30).advance();
+    let c = current(&d);
+    assert_eq!((c.batch, c.phase), (1, BatchPhase::Baked));
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("batch 2 starts after the batch interval of 30s")),
+        "{d:?}"
+    );
+    let r = d.requeue.expect("the interval's timer");
+    assert!(
+        r > std::time::Duration::from_secs(29) && r <= std::time::Duration::from_secs(31),
+        "{r:?}"
+    );
+    assert!(d.after.is_empty() && d.before.is_empty(), "{d:?}");
+}
+
+#[test]
+fn a_step_whose_writes_rest_on_an_unwritten_status_is_left_to_the_next_reconcile() {
+    // Smoking -> Smoked changes only the status; the Smoked step then sets the pod's gate, a
+    // write that must rest on a recorded Smoked: the run stops before it.
+    let f = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Smoking", &[], json!({}))],
+            json!({}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(ready_pod("new-1", 1))
+        .now(5);
+    let d = f.advance();
+    assert_eq!(current(&d).phase, BatchPhase::Smoked, "{d:?}");
+    assert_eq!(d, f.decide(), "the same as one step");
+    assert!(d.trail.is_empty());
+}
+
+#[test]
+fn the_last_batch_baked_and_batch_finished_are_one_write_and_the_release_waits_there() {
+    let mut f = update_finishing(0).status(running(
+        vec![
+            batch(1, "Baked", &["new-1"], json!({"podsToDelete": [], "finishedAt": at_str(5)})),
+            batch(2, "Baked", &["new-2"], json!({"podsToDelete": [], "finishedAt": at_str(9)})),
+            batch(3, "Baking", &["new-3"], json!({"podsToDelete": []})),
+        ],
+        json!({"finishedReplicas": 2, "finishedBatches": 2}),
+    ));
+    f = f.cs_set("/spec/updateStrategy/partition", json!(0));
+    let d = f.advance();
+    assert_eq!(d.status.phase, DeployPhase::BatchFinished, "{d:?}");
+    assert_eq!(trail(&d), vec![(3, BatchPhase::Baked)]);
+    assert!(
+        !d.status.finished,
+        "Success is the next reconcile's: it releases the CloneSet first (a write)"
+    );
+}
+
+#[test]
+fn a_terminal_status_ends_the_run() {
+    // A CloneSet deleted mid-release: Failed at once, nothing after it.
+    let d = update_finishing(0).advance();
+    assert!(!d.status.finished);
+    let mut f = update_finishing(0);
+    f.cs = None;
+    let d = f.advance();
+    assert_eq!(d.status.phase, DeployPhase::Failed);
+    assert!(d.trail.is_empty(), "{d:?}");
+}
+
+// ---- a CloneSet edited by hand mid-release --------------------------------------------------
+
+/// An update of 3 in batches of 1, batch 1 baked (new-1 serves), batch 2 waiting for Next; the
+/// CloneSet as the release left it: 3 replicas, partition 2.
+fn update_waiting_for_batch_2() -> Fixture {
+    flow(
+        "update",
+        3,
+        json!({"batchSize": 1, "mode": "manual", "batches": 1}),
+    )
+    .status(running(
+        vec![
+            batch(1, "Baked", &["new-1"], json!({"podsToDelete": [], "finishedAt": at_str(5)})),
+            batch(2, "Pending", &[], json!({"startedAt": null})),
+        ],
+        json!({"finishedReplicas": 1, "finishedBatches": 1, "pods": ["new-1"],
+            "podsAtStart": ["old-1", "old-2", "old-3"]}),
+    ))
+    .cloneset(3, Some(2), 3)
+    .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "True")], 0, 2))
+    .pod(pod("old-2", "app-rev1", &[("ContainersReady", "True")], 0, -100))
+    .pod(pod("old-3", "app-rev1", &[("ContainersReady", "True")], 0, -100))
+    .now(30)
+}
+
+#[test]
+fn a_release_waiting_for_next_leaves_its_cloneset_alone() {
+    let d = update_waiting_for_batch_2().decide();
+    assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
+    assert!(d.status.message.unwrap().contains("batch 2 waits for `batches`"));
+}
+
+#[test]
+fn a_partition_lowered_by_hand_is_set_back_and_the_pods_it_updated_are_removed() {
+    // Someone set partition 0: Kruise replaced old-2 by out-1 (new revision, gate False).
+    let mut f = update_waiting_for_batch_2().cs_set("/spec/updateStrategy/partition", json!(0));
+    // Batch 1's finish listed old-1, now gone: Kruise refuses a list naming a terminating pod.
+    f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["old-1"]});
+    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-2"));
+    f = f.pod(ready_pod("out-1", 25));
+    let d = f.decide();
+    assert_eq!(
+        cloneset_patches(&d.before),
+        vec![&json!({"spec": {"updateStrategy": {"partition": 2},
+            "scaleStrategy": {"podsToDelete": ["out-1"]}}})],
+        "written before anything else; new-1 (baked, serving) is kept"
+    );
+    let msg = d.status.message.clone().unwrap();
+    assert!(
+        msg.contains("edited outside the release") && msg.contains("out-1") && msg.contains("partition is set back to 2"),
+        "{msg}"
+    );
+    assert!(
+        d.after.iter().any(|e| matches!(e, Effect::Event { warning: true, reason: "CloneSetEdited", .. })),
+        "a Warning Event: {:?}",
+        d.after
+    );
+    assert_eq!(current(&d).phase, BatchPhase::Pending, "the release itself does not move");
+
+    // The CloneSet shows the restore and lists out-1: nothing more to write, the release waits
+    // as before (Kruise deletes out-1 and recreates it at the old revision).
+    let mut f = f.cs_set("/spec/updateStrategy/partition", json!(2));
+    f.cs.as_mut().unwrap()["spec"]["scaleStrategy"] = json!({"podsToDelete": ["out-1"]});
+    let d = f.decide();
+    assert!(d.before.is_empty(), "{:?}", d.before);
+    assert!(d.status.message.unwrap().contains("batch 2 waits for `batches`"));
+}
+
+#[test]
+fn a_percentage_partition_written_by_hand_is_replaced_by_the_releases_number() {
+    let d = update_waiting_for_batch_2()
+        .cs_set("/spec/updateStrategy/partition", json!("50%"))
+        .decide();
+    assert_eq!(
+        cloneset_patches(&d.before),
+        vec![&json!({"spec": {"updateStrategy": {"partition": 2}}})]
+    );
+}
+
+#[test]
+fn a_started_batch_and_its_surge_are_not_taken_for_an_edit() {
+    // Batch 2 started: 4 replicas, partition 2; its pod new-2 is up but not yet claimed.
+    let mut f = update_waiting_for_batch_2().cloneset(4, Some(2), 4);
+    f.df["status"]["conditions"][1] = batch(2, "Smoking", &[], json!({"startedAt": at_str(20)}));
+    f = f.pod(ready_pod("new-2", 21));
+    let d = f.decide();
+    assert!(
+        cloneset_patches(&d.before).is_empty() && !d.after.iter().any(|e| matches!(e, Effect::Event { reason: "CloneSetEdited", .. })),
+        "{d:?}"
+    );
+    assert_eq!(current(&d).phase, BatchPhase::Smoked);
 }

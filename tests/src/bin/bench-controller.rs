@@ -478,6 +478,7 @@ async fn main() {
     }
     let mut reaction = Vec::new();
     let mut to_endpoint = Vec::new();
+    let (mut hop_gate, mut hop_ready, mut hop_slice) = (Vec::new(), Vec::new(), Vec::new());
     let mut grpc = triton_e2e::api::DeployFlowClient::new(
         triton_e2e::api::channel(&triton_e2e::api::grpc_addr()).await,
     );
@@ -511,6 +512,42 @@ async fn main() {
                 other => panic!("watching {}: {other:?}", df.name),
             }
         }
+        // The canary pod's watch, for the hops: gate True (Triton), Ready (kwok), endpoint (the
+        // EndpointSlice controller).
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={canary}"));
+        let pods_api = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+        let mut pod_events = watcher(pods_api, cfg).boxed();
+        loop {
+            match pod_events.next().await {
+                Some(Ok(watcher::Event::InitDone)) => break,
+                Some(Ok(_)) => {}
+                other => panic!("watching pod {canary}: {other:?}"),
+            }
+        }
+        let hops = tokio::spawn(async move {
+            let cond = |p: &k8s_openapi::api::core::v1::Pod, t: &str| {
+                p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                    cs.iter().any(|c| c.type_ == t && c.status == "True")
+                })
+            };
+            let (mut gate, mut ready) = (None, None);
+            while let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_secs(60), pod_events.next()).await
+            {
+                if let Ok(watcher::Event::Apply(p)) = ev {
+                    if gate.is_none() && cond(&p, "apps.triton.io/ready") {
+                        gate = Some(Instant::now());
+                    }
+                    if ready.is_none() && cond(&p, "Ready") {
+                        ready = Some(Instant::now());
+                    }
+                    if gate.is_some() && ready.is_some() {
+                        break;
+                    }
+                }
+            }
+            (gate.expect("the canary's gate True"), ready.expect("the canary Ready"))
+        });
         let t0 = Instant::now();
         grpc.next(triton_e2e::api::pb::NextRequest {
             deploy: triton_e2e::api::meta(&df.ns, &df.name),
@@ -534,6 +571,11 @@ async fn main() {
             }
         };
         to_endpoint.push((t_endpoint - t0).as_secs_f64() * 1000.0);
+        let (t_gate, t_ready) = hops.await.expect("the pod watch");
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
+        hop_gate.push(ms(t0, t_gate));
+        hop_ready.push(ms(t_gate, t_ready));
+        hop_slice.push(ms(t_ready, t_endpoint));
         let t1 = loop {
             let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
                 .await
@@ -548,6 +590,9 @@ async fn main() {
     }
     reaction.sort_by(|a, b| a.partial_cmp(b).unwrap());
     to_endpoint.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    for v in [&mut hop_gate, &mut hop_ready, &mut hop_slice] {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
 
     // (2) Tutorial wall time, intervals 0.
     let ns = namespace(&client, "bench-tutorial").await;
@@ -632,6 +677,15 @@ async fn main() {
         pct(&to_endpoint, 0.5),
         pct(&to_endpoint, 0.99),
         to_endpoint.last().unwrap()
+    );
+    println!(
+        "    its hops, p50 / p99: Next -> gate True (Triton) {:.1} / {:.1} ms; gate True -> pod Ready (kwok) {:.1} / {:.1} ms; Ready -> ready endpoint (EndpointSlice controller) {:.1} / {:.1} ms",
+        pct(&hop_gate, 0.5),
+        pct(&hop_gate, 0.99),
+        pct(&hop_ready, 0.5),
+        pct(&hop_ready, 0.99),
+        pct(&hop_slice, 0.5),
+        pct(&hop_slice, 0.99),
     );
     println!(
         "  reaction, gRPC Next -> verified pull-in recorded in the status ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
