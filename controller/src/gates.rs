@@ -37,37 +37,67 @@ pub struct Live {
 ///   was released out of turn by a hand edit of the CloneSet (then it is held, and the release
 ///   removes it; see `engine::batch::out_of_turn`).
 ///
-/// `live` are the instance's pods that exist and are not terminating: a claimed pod that is gone
+/// `live` are the instance's active pods (not terminating, not ended): a claimed pod that is gone
 /// no longer counts, so its replacement is held in its place.
 pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[Live]) -> bool {
+    hold(pod, deployflows, live) != Hold::Free
+}
+
+/// Why a pod is held (see [`held`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    Free,
+    /// By its batch, until the batch is pulled in (a DeployFlow change wakes it).
+    Batch,
+    /// By a release's budget: it frees up when a serving pod goes, which is another pod's
+    /// event, so the pod is looked at again periodically.
+    Budget,
+}
+
+pub fn hold(pod: &Pod, deployflows: &[DeployFlow], live: &[Live]) -> Hold {
     let name = pod.name_any();
-    deployflows.iter().any(|df| {
+    let mut why = Hold::Free;
+    for df in deployflows {
+        match hold_by(df, &name, pod, live) {
+            Hold::Batch => return Hold::Batch,
+            Hold::Budget => why = Hold::Budget,
+            Hold::Free => {}
+        }
+    }
+    why
+}
+
+fn hold_by(df: &DeployFlow, name: &str, pod: &Pod, live: &[Live]) -> Hold {
+    let held = |b: bool, h: Hold| if b { h } else { Hold::Free };
+    {
         let status = df.status.clone().unwrap_or_default();
         if !df.spec.pull_in() {
-            return false;
+            return Hold::Free;
         }
         let Some(cur) = status.current() else {
-            return false;
+            return Hold::Free;
         };
         if status.phase == DeployPhase::Canceled {
-            return cur.phase != BatchPhase::Baked
-                && cur.pods.iter().flatten().any(|p| p.name == name);
+            return held(
+                cur.phase != BatchPhase::Baked && cur.pods.iter().flatten().any(|p| p.name == name),
+                Hold::Batch,
+            );
         }
         if status.finished || status.phase != DeployPhase::BatchStarted {
-            return false;
+            return Hold::Free;
         }
-        let Some(update) = status.update_revision.as_deref() else {
-            return false;
-        };
-        if observe::revision(pod).is_some_and(|rev| rev != update) {
-            return false;
+        let update = status.update_revision.as_deref();
+        if let (Some(update), Some(rev)) = (update, observe::revision(pod))
+            && update != rev
+        {
+            return Hold::Free;
         }
         let unbaked = matches!(
             cur.phase,
             BatchPhase::Smoking | BatchPhase::Smoked | BatchPhase::SmokeFailed
         );
-        let elsewhere = status.pods.iter().flatten().any(|n| n == &name)
-            || status.pods_at_start.iter().flatten().any(|n| n == &name);
+        let elsewhere = status.pods.iter().flatten().any(|n| n == name)
+            || status.pods_at_start.iter().flatten().any(|n| n == name);
         if unbaked && cur.pulled_in_at.is_none() {
             let claimed: Vec<&str> = cur
                 .pods
@@ -76,15 +106,18 @@ pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[Live]) -> bool {
                 .map(|p| p.name.as_str())
                 .filter(|n| *n == name || live.iter().any(|l| l.name == *n))
                 .collect();
-            if claimed.contains(&name.as_str()) {
-                return true;
+            if claimed.contains(&name) {
+                return Hold::Batch;
             }
             if !elsewhere && (claimed.len() as i32) < cur.batch_size {
-                return true;
+                return Hold::Batch;
             }
         }
+        let Some(update) = update else {
+            return Hold::Free;
+        };
         if elsewhere {
-            return false;
+            return Hold::Free;
         }
         let pulled_in = cur.pulled_in_at.is_some() && cur.phase != BatchPhase::Baked;
         let released = status.updated_at_start.unwrap_or(0)
@@ -94,8 +127,8 @@ pub fn held(pod: &Pod, deployflows: &[DeployFlow], live: &[Live]) -> bool {
             .iter()
             .filter(|l| l.serving && l.name != name && l.revision.as_deref() == Some(update))
             .count() as i32;
-        serving >= released
-    })
+        held(serving >= released, Hold::Budget)
+    }
 }
 
 /// The pods whose gate this controller set True in the last [`Opened::TTL`] (by `ns/name`): the
@@ -124,6 +157,9 @@ impl Opened {
             .is_some_and(|t| t.elapsed() < Self::TTL)
     }
 }
+
+/// How often a pod a budget holds is looked at again.
+pub const BUDGET_RECHECK: Duration = Duration::from_secs(5);
 
 /// The field of a DeployFlow's trigger that carries [`hold_digest`] (absent: deleted).
 pub const DIGEST_FIELD: &str = "holdDigest";
@@ -276,7 +312,7 @@ async fn pull_in(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
         )
         .iter()
         .filter(|p| p.labels().get(INSTANCE_LABEL) == instance.as_ref())
-        .filter(|p| !observe::is_terminating(p))
+        .filter(|p| observe::is_active(p))
         .map(|p| Live {
             name: p.name_any(),
             revision: observe::revision(p).map(str::to_string),
@@ -284,8 +320,10 @@ async fn pull_in(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error> {
                 || opened.recently(&format!("{ns}/{}", p.name_any())),
         })
         .collect();
-        if held(&pod, &dfs, &live) {
-            return Ok(Requeue::await_change());
+        match hold(&pod, &dfs, &live) {
+            Hold::Free => {}
+            Hold::Batch => return Ok(Requeue::await_change()),
+            Hold::Budget => return Ok(Requeue::requeue(BUDGET_RECHECK)),
         }
         opened.insert(key.clone());
     }
@@ -612,5 +650,26 @@ mod tests {
             !held(&pod("pre-1", "rev2"), &[df], &l),
             "a pod from before the release is not held"
         );
+    }
+
+    #[test]
+    fn a_budget_hold_is_told_apart_from_a_batch_hold() {
+        let df = finished(
+            release(
+                "update",
+                json!([
+                    batch(1, "Baked", 1, &["new-1"], true),
+                    batch(2, "Smoking", 1, &["new-2"], false)
+                ]),
+                &["new-1", "new-2"],
+            ),
+            1,
+        );
+        let mut l = vec![serving("new-1", "rev2")];
+        l.extend(live(&["new-2", "out-1"]));
+        let dfs = std::slice::from_ref(&df);
+        assert_eq!(hold(&pod("new-2", "rev2"), dfs, &l), Hold::Batch);
+        assert_eq!(hold(&pod("out-1", "rev2"), dfs, &l), Hold::Budget);
+        assert_eq!(hold(&pod("old-3", "rev1"), dfs, &l), Hold::Free);
     }
 }

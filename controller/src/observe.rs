@@ -355,6 +355,16 @@ pub fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
+/// Neither terminating nor ended (phase Failed or Succeeded: an evicted pod stays until garbage
+/// collected, and its controller has already replaced it).
+pub fn is_active(pod: &Pod) -> bool {
+    !is_terminating(pod)
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Failed" | "Succeeded")
+        )
+}
+
 /// The app port: the first port of the first container named "" or `app-port`, else the first.
 pub fn app_port(pod: &Pod) -> i32 {
     let ports = pod

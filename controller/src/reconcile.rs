@@ -529,6 +529,13 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
                 paused: status.paused,
             })
         });
+    let opened: Vec<String> = {
+        let o = ctx.opened.lock().unwrap_or_else(|e| e.into_inner());
+        pods.iter()
+            .map(|p| p.name_any())
+            .filter(|n| o.recently(&format!("{ns}/{n}")))
+            .collect()
+    };
     let world = World {
         df,
         cloneset: cloneset.as_ref(),
@@ -536,6 +543,7 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
         services: &services,
         slices: &slices,
         holder,
+        opened: &opened,
         now: Timestamp::now(),
     };
     let decision = if deleting {
@@ -613,13 +621,15 @@ async fn execute(
             Err(e) => return Err(Error::PatchStatus(e)),
         }
         failpoint(ctx, df, ns, &hops, &status, false);
-        for effect in decision.after {
-            apply_effect(df, ns, effect, &mut rv, ctx).await?;
-        }
+        // Told once written, before the writes that act on it (one of them may fail, and the
+        // next step starts from the written status).
         let mut from = &before;
         for to in decision.trail.iter().chain(std::iter::once(&status)) {
             record(df, ctx, from, to, started).await;
             from = to;
+        }
+        for effect in decision.after {
+            apply_effect(df, ns, effect, &mut rv, ctx).await?;
         }
     } else {
         for effect in decision.after {
@@ -740,11 +750,11 @@ async fn apply_effect(
             ready,
             reason,
         } => {
+            set_gate_named(&ctx.client, ns, &pod, uid.as_deref(), ready, reason).await?;
             if ready {
                 let key = format!("{ns}/{pod}");
                 ctx.opened.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
             }
-            set_gate_named(&ctx.client, ns, &pod, uid.as_deref(), ready, reason).await?
         }
         Effect::PatchSpec(mut patch) => {
             patch["metadata"] = json!({"resourceVersion": rv});
@@ -790,9 +800,13 @@ async fn publish(ctx: &Context, df: &DeployFlow, warning: bool, reason: &str, no
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&ev, &df.object_ref(&())).await {
-        tracing::debug!(%error, "publishing an event failed");
-    }
+    // Off the step's path: an Event is a write the release does not wait for.
+    let (recorder, reference) = (ctx.recorder.clone(), df.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&ev, &reference).await {
+            tracing::debug!(%error, "publishing an event failed");
+        }
+    });
 }
 
 /// Metrics and Events for a phase or batch change.

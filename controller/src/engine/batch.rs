@@ -125,16 +125,27 @@ impl<'a> Step<'_, 'a> {
     /// something: the step ends there, the next one sees the CloneSet as the release left it.
     /// A paused release does not step, so this waits for the resume.
     fn out_of_turn(&mut self, cs: &CloneSetView, cur: &BatchCondition) -> bool {
-        if !self.spec().action.is_revision_changing() {
+        let action = self.spec().action;
+        if !action.is_revision_changing() {
             return false;
         }
         let allowed = self.released(cur);
         let replicas = cs.spec.replicas;
-        // A partition that is no number (a percentage written by hand) is not the release's.
+        // A create's CloneSet has one revision: only its replicas release pods. An update's
+        // partition that is no number (a percentage written by hand) is not the release's.
         let partition = cs.partition();
-        let by_cs = replicas.saturating_sub(partition.unwrap_or(0)).max(0);
-        let restore = (partition.is_none() && cs.spec.update_strategy.partition.is_some())
-            || by_cs > allowed;
+        let (by_cs, restore) = if action == Action::Create {
+            (replicas, (replicas > allowed).then(|| serde_json::json!({"replicas": allowed})))
+        } else {
+            let by_cs = replicas.saturating_sub(partition.unwrap_or(0)).max(0);
+            let odd = partition.is_none() && cs.spec.update_strategy.partition.is_some();
+            let p = replicas.saturating_sub(allowed).max(0);
+            (
+                by_cs,
+                (odd || by_cs > allowed)
+                    .then(|| serde_json::json!({"updateStrategy": {"partition": p}})),
+            )
+        };
         let Some(update) = cs.status.update_revision.as_deref() else {
             return false;
         };
@@ -148,7 +159,7 @@ impl<'a> Step<'_, 'a> {
             .pods
             .iter()
             .map(|p| &**p)
-            .filter(|p| !observe::is_terminating(p) && observe::revision(p) == Some(update))
+            .filter(|p| observe::is_active(p) && observe::revision(p) == Some(update))
             .filter(|p| {
                 cs_uid.is_none()
                     || p.metadata.owner_references.iter().flatten().any(|r| {
@@ -157,26 +168,47 @@ impl<'a> Step<'_, 'a> {
             })
             .collect();
         let excess = (new.len() as i32).saturating_sub(allowed).max(0) as usize;
-        // The newest first: a started batch's own pod came before a later edit's.
-        new.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+        // Pods a started batch may still claim (created at or after its start) last, then the
+        // newest first: an edit's pods are never taken for the batch's own.
+        let started = (!matches!(cur.phase, BatchPhase::Pending | BatchPhase::Baked))
+            .then(|| cur.started_at.as_ref().map(|t| t.0.as_second()))
+            .flatten();
+        new.sort_by_key(|p| {
+            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let batch_may_claim = started
+                .is_some_and(|s| created.is_none_or(|c| c.as_second() >= s));
+            (batch_may_claim, std::cmp::Reverse(created))
+        });
+        let serving = |p: &Pod| {
+            observe::is_true(p, READY_GATE) || self.w.opened.contains(&p.name_any())
+        };
         let victims: Vec<String> = new
             .iter()
-            .filter(|p| !claimed(&p.name_any()) && !observe::is_true(p, READY_GATE))
+            .filter(|p| !claimed(&p.name_any()) && !serving(p))
             .map(|p| p.name_any())
             .take(excess)
             .collect();
         let listed = cs.pods_to_delete();
-        let to_list: Vec<String> = victims.iter().filter(|v| !listed.contains(v)).cloned().collect();
-        if !restore && to_list.is_empty() {
+        let to_list: Vec<String> = victims
+            .iter()
+            .filter(|v| !listed.contains(v))
+            .cloned()
+            .collect();
+        if restore.is_none() && to_list.is_empty() {
             return false;
         }
         let mut spec = serde_json::Map::new();
         let mut told = Vec::new();
-        if restore {
-            let p = replicas.saturating_sub(allowed).max(0);
-            spec.insert("updateStrategy".into(), serde_json::json!({"partition": p}));
+        if let Some(restore) = restore {
+            let what = match (&restore["replicas"], &restore["updateStrategy"]["partition"]) {
+                (serde_json::Value::Null, p) => format!("its partition is set back to {p}"),
+                (r, _) => format!("its replicas are set back to {r}"),
+            };
+            if let serde_json::Value::Object(m) = restore {
+                spec.extend(m);
+            }
             told.push(format!(
-                "it would update {by_cs} pod(s) to the new revision, the release has released {allowed}; its partition is set back to {p}"
+                "it would run {by_cs} pod(s) of the new revision, the release has released {allowed}; {what}"
             ));
         }
         if !to_list.is_empty() {
@@ -192,8 +224,13 @@ impl<'a> Step<'_, 'a> {
                 "scaleStrategy".into(),
                 serde_json::json!({"podsToDelete": all}),
             );
+            let recreated = if action == Action::Create {
+                "never recreated: the replicas are the release's"
+            } else {
+                "Kruise recreates them at the old revision"
+            };
             told.push(format!(
-                "pod(s) {} updated out of turn are removed, never having served (Kruise recreates them at the old revision)",
+                "pod(s) {} released out of turn are removed, never having served ({recreated})",
                 some_of(&to_list, ", ")
             ));
         }

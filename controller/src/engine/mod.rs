@@ -60,6 +60,8 @@ pub struct World<'a> {
     pub slices: &'a [std::sync::Arc<EndpointSlice>],
     /// The other DeployFlow named by the CloneSet's release annotation, if any and not this one.
     pub holder: Option<Holder>,
+    /// Pods whose gate this controller set True moments ago (the cache may not show it yet).
+    pub opened: &'a [String],
     pub now: Timestamp,
 }
 
@@ -143,6 +145,7 @@ pub fn advance(w: &World) -> Decision {
             services: w.services,
             slices: w.slices,
             holder: w.holder.clone(),
+            opened: w.opened,
             now: w.now,
         });
         if next.status == d.status {

@@ -100,6 +100,7 @@ impl Fixture {
             services: &[],
             slices: &[],
             holder: self.holder.clone(),
+            opened: &[],
             now: self.now,
         };
         step(&w)
@@ -120,6 +121,7 @@ impl Fixture {
             services: &[],
             slices: &[],
             holder: self.holder.clone(),
+            opened: &[],
             now: self.now,
         };
         super::advance(&w)
@@ -139,6 +141,7 @@ impl Fixture {
             services: &[],
             slices: &[],
             holder: None,
+            opened: &[],
             now: self.now,
         };
         super::cleanup(&w)
@@ -1246,4 +1249,88 @@ fn a_started_batch_and_its_surge_are_not_taken_for_an_edit() {
         "{d:?}"
     );
     assert_eq!(current(&d).phase, BatchPhase::Smoked);
+}
+
+#[test]
+fn an_evicted_pod_and_its_replacement_are_not_taken_for_an_edit() {
+    // new-1 (baked) was evicted: phase Failed, still listed; Kruise replaced it by new-1b.
+    let mut f = update_waiting_for_batch_2();
+    let evicted = f
+        .pods
+        .iter_mut()
+        .find(|p| p.metadata.name.as_deref() == Some("new-1"))
+        .unwrap();
+    evicted.status.as_mut().unwrap().phase = Some("Failed".into());
+    let d = f.pod(ready_pod("new-1b", 25)).decide();
+    assert!(d.before.is_empty() && d.after.is_empty(), "{d:?}");
+}
+
+#[test]
+fn the_pods_an_edit_released_are_chosen_before_a_started_batchs_own() {
+    // Batch 2 started at 20 s (4 replicas, partition 2); an edit at 19 s had released out-1,
+    // and the batch's own new-2 (21 s) is not claimed yet. Someone also set partition 0.
+    let mut f = update_waiting_for_batch_2()
+        .cloneset(4, Some(0), 4)
+        .pod(ready_pod("out-1", 19))
+        .pod(ready_pod("new-2", 21));
+    f.df["status"]["conditions"][1] = batch(2, "Smoking", &[], json!({"startedAt": at_str(20)}));
+    let d = f.decide();
+    let patches = cloneset_patches(&d.before);
+    assert_eq!(
+        patches,
+        vec![&json!({"spec": {"updateStrategy": {"partition": 2},
+            "scaleStrategy": {"podsToDelete": ["out-1"]}}})],
+        "out-1, not the batch's new-2"
+    );
+}
+
+#[test]
+fn a_pod_this_controller_just_pulled_in_is_never_a_victim() {
+    let mut f = update_waiting_for_batch_2().cs_set("/spec/updateStrategy/partition", json!(0));
+    f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-2"));
+    f = f.pod(ready_pod("out-1", 25));
+    let df: DeployFlow = serde_json::from_value(f.df.clone()).unwrap();
+    let cs = CloneSetView::from_value(f.cs.clone().unwrap()).unwrap();
+    let pods: Vec<std::sync::Arc<Pod>> = f.pods.iter().cloned().map(std::sync::Arc::new).collect();
+    let opened = vec!["out-1".to_string()];
+    let d = step(&World {
+        df: &df,
+        cloneset: Some(&cs),
+        pods: &pods,
+        services: &[],
+        slices: &[],
+        holder: None,
+        opened: &opened,
+        now: f.now,
+    });
+    assert_eq!(
+        cloneset_patches(&d.before),
+        vec![&json!({"spec": {"updateStrategy": {"partition": 2}}})],
+        "the partition is set back, out-1 (its gate just set) is left alone"
+    );
+}
+
+#[test]
+fn a_create_whose_replicas_are_raised_by_hand_gets_them_back_and_loses_the_extra_pods() {
+    // A create of 3 in batches of 1: batch 1 baked (new-1); someone scaled the CloneSet to 3.
+    let f = flow("create", 3, json!({"batchSize": 1, "mode": "manual", "batches": 1}))
+        .status(running(
+            vec![
+                batch(1, "Baked", &["new-1"], json!({"podsToDelete": [], "finishedAt": at_str(5)})),
+                batch(2, "Pending", &[], json!({"startedAt": null})),
+            ],
+            json!({"finishedReplicas": 1, "finishedBatches": 1, "pods": ["new-1"], "replicasAtStart": 0}),
+        ))
+        .cloneset(3, None, 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "True")], 0, 2))
+        .pod(ready_pod("extra-1", 25))
+        .pod(ready_pod("extra-2", 26))
+        .now(30);
+    let d = f.decide();
+    assert_eq!(
+        cloneset_patches(&d.before),
+        vec![&json!({"spec": {"replicas": 1,
+            "scaleStrategy": {"podsToDelete": ["extra-2", "extra-1"]}}})]
+    );
+    assert!(d.status.message.unwrap().contains("replicas are set back to 1"));
 }
