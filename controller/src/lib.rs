@@ -636,6 +636,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         failpoint,
         opened: Default::default(),
         written: Default::default(),
+        written_at: Default::default(),
         cs_written: Default::default(),
         reported: Default::default(),
         synced: vec![

@@ -184,6 +184,8 @@ pub struct Context {
     pub opened: Mutex<crate::gates::Opened>,
     /// The resourceVersion of this controller's last write of each DeployFlow (see `stale`).
     pub written: Mutex<HashMap<String, u64>>,
+    /// When this controller last wrote each DeployFlow (see `reconcile::TELL_EVERY`).
+    pub written_at: Mutex<HashMap<String, std::time::Instant>>,
     /// The resourceVersion and time of its last write of each CloneSet (see `cloneset_stale`).
     pub cs_written: Mutex<HashMap<String, (u64, std::time::Instant)>>,
     /// Per cache, a flag that turns true once its first list is in (see `lib.rs::shared`).
@@ -276,6 +278,16 @@ impl Context {
             let e = written.entry(key.to_string()).or_insert(0);
             *e = (*e).max(rv);
         }
+        self.written_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), std::time::Instant::now());
+    }
+
+    /// How long ago this controller last wrote the DeployFlow (`None`: not since it started).
+    fn since_written(&self, key: &str) -> Option<Duration> {
+        let at = self.written_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.get(key).map(|t| t.elapsed())
     }
 
     /// Whether the cached CloneSet `ns/name` is older than this controller's last write of it,
@@ -323,6 +335,10 @@ impl Context {
     /// Forgets a DeployFlow that is gone.
     fn forget(&self, key: &str) {
         self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.written_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
@@ -601,6 +617,17 @@ async fn execute(
         .chain(decision.trail.iter())
         .collect();
     failpoint(ctx, df, ns, &hops, &status, true);
+    // A change that only tells (a message, counts, pod phases) is written at most once a
+    // second; the timer writes it if nothing else comes first.
+    let key = format!("{ns}/{}", df.name_any());
+    if decision.after.is_empty()
+        && engine::tells_only(&before, &status)
+        && let Some(since) = ctx.since_written(&key)
+        && since < TELL_EVERY
+    {
+        let wait = TELL_EVERY - since;
+        return Ok(Requeue::requeue(decision.requeue.map_or(wait, |r| r.min(wait))));
+    }
     if status != before {
         status.updated_at = Some(now());
         status.observed_generation = df.metadata.generation;
@@ -640,6 +667,9 @@ async fn execute(
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
 }
+
+/// How often a status change that only tells (see `engine::tells_only`) is written at most.
+pub const TELL_EVERY: Duration = Duration::from_secs(1);
 
 fn params() -> PatchParams {
     PatchParams {

@@ -25,7 +25,7 @@ use crate::view::{self, Readable, Seen, Snapshot};
 pub enum Output {
     /// The tree (colour on a terminal).
     Tree,
-    /// The DeployFlow as the API server has it.
+    /// The DeployFlow as the API server has it (without managedFields, as kubectl shows it).
     Json,
     Yaml,
 }

@@ -65,7 +65,7 @@ enum Command {
 Examples:
   kubectl triton get my-release
   kubectl triton get my-release --watch      # redrawn on every change until it finishes
-  kubectl triton get my-release -o json      # the DeployFlow as the API server has it
+  kubectl triton get my-release -o json      # the DeployFlow as the API server has it, without managedFields
 
 --watch exits 0 when the release succeeds, 1 when it ends otherwise or is deleted, 130 on Ctrl-C.")]
     Get {

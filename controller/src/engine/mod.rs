@@ -7,7 +7,8 @@
 //! Effects come in two lists, and the order is the safety argument:
 //! * `before` the status write: idempotent writes computed from the spec and the recorded status
 //!   (create or adopt the CloneSet, set gates, cancel, release, pause in the spec). Repeating
-//!   them after a crash or a stale read changes nothing.
+//!   them after a crash or a stale read changes nothing. (One exception, see [`advance`]: the
+//!   gates of a batch found smoked in the same run, its pods named by the recorded status.)
 //! * `after` the status write: writes that act on a decision just recorded in the status (the
 //!   pods a batch's finish deletes, a batch's start). The status write carries a
 //!   resourceVersion precondition, so a step computed from a stale cache loses the write and
@@ -124,11 +125,13 @@ pub const MAX_HOPS: usize = 8;
 /// run of decisions that write nothing else (a batch baked, the next planned and started is one
 /// write instead of four; each write costs a watch event, a reconcile and a gate check per pod).
 ///
-/// The safety argument of [`Decision`] holds unchanged: a hop is what the next reconcile would
-/// decide on the same snapshot; only the first hop's `before` effects are applied (a later hop
-/// whose `before` writes something is left to the next reconcile, which decides it from the
-/// recorded status); `after` effects come only from the last hop, whose status is the one
-/// written. A hop that changes nothing ends the run (its timer is kept).
+/// The safety argument of [`Decision`] holds: a hop is what the next reconcile would decide on
+/// the same snapshot; `before` effects come from the first hop, or, ending the run, from a hop
+/// that only opens the gates of a batch it found smoked, pods the written status names (a hop
+/// whose `before` writes anything else is left to the next reconcile, which decides it from the
+/// recorded status); `after`
+/// effects come only from the last hop, whose status is the one written. A hop that changes
+/// nothing ends the run (its timer is kept).
 pub fn advance(w: &World) -> Decision {
     let mut d = step(w);
     let mut from = w.df.status.clone().unwrap_or_default();
@@ -156,11 +159,30 @@ pub fn advance(w: &World) -> Decision {
             };
             break;
         }
-        if !writes_nothing(&next.before) {
+        // A later hop's `before` writes would rest on a status not written yet: it is left to
+        // the next reconcile, except gates opened for a batch the hop just found smoked whose
+        // pods the written status already names (a cancel then closes them whatever happens
+        // to this write; the run ends there).
+        let named: Vec<&str> = w
+            .df
+            .status
+            .as_ref()
+            .and_then(|s| s.current())
+            .and_then(|c| c.pods.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|p| p.name.as_str())
+            .collect();
+        let opens_gates = !next.before.is_empty()
+            && next
+                .before
+                .iter()
+                .all(|e| matches!(e, Effect::SetGate { ready: true, pod, .. } if named.contains(&pod.as_str())));
+        if !writes_nothing(&next.before) && !opens_gates {
             break;
         }
         let Decision {
-            before: _,
+            before,
             status,
             after,
             requeue,
@@ -168,10 +190,40 @@ pub fn advance(w: &World) -> Decision {
         } = next;
         from = std::mem::replace(&mut d.status, status);
         d.trail.push(from.clone());
+        d.before.extend(before);
         d.after.extend(after);
         d.requeue = requeue;
+        if opens_gates {
+            break;
+        }
     }
     d
+}
+
+/// Whether `to` differs from `from` only in what a status tells and decides nothing: the
+/// message, the CloneSet's counts, and the addresses and phases of the batch's pods. The
+/// executor writes such a change at most once a second after its last write of the DeployFlow
+/// (`reconcile::TELL_EVERY`): a pod going through its phases no longer costs a status write
+/// each.
+pub fn tells_only(from: &DeployFlowStatus, to: &DeployFlowStatus) -> bool {
+    fn decisions(s: &DeployFlowStatus) -> DeployFlowStatus {
+        let mut s = s.clone();
+        s.message = None;
+        s.updated_at = None;
+        s.replicas = 0;
+        s.available_replicas = 0;
+        s.updated_replicas = 0;
+        s.updated_ready_replicas = 0;
+        for c in s.conditions.iter_mut().flatten() {
+            for p in c.pods.iter_mut().flatten() {
+                p.ip.clear();
+                p.port = 0;
+                p.phase.clear();
+            }
+        }
+        s
+    }
+    from != to && decisions(from) == decisions(to)
 }
 
 /// Whether these effects are only Events.

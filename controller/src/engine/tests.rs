@@ -1109,24 +1109,6 @@ fn a_run_of_steps_stops_where_it_waits_and_keeps_the_timer() {
 }
 
 #[test]
-fn a_step_whose_writes_rest_on_an_unwritten_status_is_left_to_the_next_reconcile() {
-    // Smoking -> Smoked changes only the status; the Smoked step then sets the pod's gate, a
-    // write that must rest on a recorded Smoked: the run stops before it.
-    let f = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
-        .status(running(
-            vec![batch(1, "Smoking", &[], json!({}))],
-            json!({}),
-        ))
-        .cloneset(4, Some(3), 3)
-        .pod(ready_pod("new-1", 1))
-        .now(5);
-    let d = f.advance();
-    assert_eq!(current(&d).phase, BatchPhase::Smoked, "{d:?}");
-    assert_eq!(d, f.decide(), "the same as one step");
-    assert!(d.trail.is_empty());
-}
-
-#[test]
 fn the_last_batch_baked_and_batch_finished_are_one_write_and_the_release_waits_there() {
     let mut f = update_finishing(0).status(running(
         vec![
@@ -1142,7 +1124,8 @@ fn the_last_batch_baked_and_batch_finished_are_one_write_and_the_release_waits_t
     assert_eq!(trail(&d), vec![(3, BatchPhase::Baked)]);
     assert!(
         !d.status.finished,
-        "Success is the next reconcile's: it releases the CloneSet first (a write)"
+        "Success is the next reconcile's: it releases the CloneSet first (a write that rests on \
+         a written BatchFinished)"
     );
 }
 
@@ -1333,4 +1316,78 @@ fn a_create_whose_replicas_are_raised_by_hand_gets_them_back_and_loses_the_extra
             "scaleStrategy": {"podsToDelete": ["extra-2", "extra-1"]}}})]
     );
     assert!(d.status.message.unwrap().contains("replicas are set back to 1"));
+}
+
+#[test]
+fn a_batch_found_smoked_opens_its_gates_in_the_same_write() {
+    // Update, batch 1 Smoking with its pod recorded; the pod is up, its gate still False.
+    let smoking = |pods: &[&str]| {
+        flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+            .status(running(
+                vec![batch(1, "Smoking", pods, json!({}))],
+                json!({}),
+            ))
+            .cloneset(4, Some(3), 3)
+            .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "False")], 0, 1))
+            .now(5)
+    };
+    let d = smoking(&[]).advance();
+    assert_eq!(
+        d,
+        smoking(&[]).decide(),
+        "a pod the written status does not name yet: Smoked is written before its gate opens"
+    );
+    let f = flow("update", 3, json!({"batchSize": 1, "mode": "auto"}))
+        .status(running(
+            vec![batch(1, "Smoking", &["new-1"], json!({}))],
+            json!({}),
+        ))
+        .cloneset(4, Some(3), 3)
+        .pod(pod("new-1", "app-rev2", &[("ContainersReady", "True"), (READY_GATE, "False")], 0, 1))
+        .now(5);
+    let one = f.decide();
+    assert_eq!(current(&one).phase, BatchPhase::Smoked);
+    assert!(one.before.is_empty(), "one step records Smoked first: {one:?}");
+    let d = f.advance();
+    let c = current(&d);
+    assert_eq!(c.phase, BatchPhase::Smoked);
+    assert!(c.pulled_in_at.is_some(), "the pull-in is recorded: {d:?}");
+    assert_eq!(trail(&d), vec![(1, BatchPhase::Smoked)], "Smoked is still told");
+    assert!(
+        matches!(d.before.as_slice(), [Effect::SetGate { pod, ready: true, .. }] if pod == "new-1"),
+        "{:?}",
+        d.before
+    );
+}
+
+#[test]
+fn a_status_that_only_tells_is_told_apart_from_one_that_decides() {
+    let base: crate::crd::DeployFlowStatus = serde_json::from_value(running(
+        vec![batch(1, "Smoking", &["new-1"], json!({}))],
+        json!({"message": "waiting", "replicas": 3}),
+    ))
+    .unwrap();
+    let with = |f: &dyn Fn(&mut crate::crd::DeployFlowStatus)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    assert!(!tells_only(&base, &base), "no change");
+    for (what, s) in [
+        ("message", with(&|s| s.message = Some("other".into()))),
+        ("counts", with(&|s| s.updated_ready_replicas = 2)),
+        ("a pod's phase", with(&|s| s.conditions.as_mut().unwrap()[0].pods.as_mut().unwrap()[0].phase = "Ready".into())),
+        ("a pod's IP", with(&|s| s.conditions.as_mut().unwrap()[0].pods.as_mut().unwrap()[0].ip = "10.0.0.1".into())),
+    ] {
+        assert!(tells_only(&base, &s), "{what} only tells");
+    }
+    for (what, s) in [
+        ("the batch phase", with(&|s| s.conditions.as_mut().unwrap()[0].phase = BatchPhase::Smoked)),
+        ("the batch's pods", with(&|s| s.conditions.as_mut().unwrap()[0].pods.as_mut().unwrap()[0].name = "new-2".into())),
+        ("a pull-in verdict", with(&|s| s.conditions.as_mut().unwrap()[0].pods.as_mut().unwrap()[0].pull_in_status = "PullInSucceeded".into())),
+        ("paused", with(&|s| s.paused = true)),
+        ("the phase", with(&|s| s.phase = DeployPhase::Failed)),
+    ] {
+        assert!(!tells_only(&base, &s), "{what} decides");
+    }
 }

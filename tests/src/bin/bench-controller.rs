@@ -614,6 +614,7 @@ async fn main() {
 
     // (3) Concurrent releases.
     let ns = namespace(&client, "bench-concurrent").await;
+    let m0 = controller_metrics().await;
     let before = controller_proc();
     let start = Instant::now();
     let creates = (0..concurrent).map(|i| {
@@ -667,6 +668,7 @@ async fn main() {
     .await;
     let total = start.elapsed();
     let after = controller_proc();
+    let m1 = controller_metrics().await;
 
     println!(
         "triton-controller benchmark (local control plane, 2 cores shared by every component)"
@@ -711,6 +713,21 @@ async fn main() {
         ),
         _ => println!("  triton-controller process not found in /proc"),
     }
+    let d = |p: &str| (metric_sum(&m1, p) - metric_sum(&m0, p)) / concurrent as f64;
+    let by_verb: Vec<String> = requests_by_verb(&m1)
+        .into_iter()
+        .zip(requests_by_verb(&m0))
+        .filter(|((_, b), (_, a))| b > a)
+        .map(|((v, b), (_, a))| format!("{v} {:.1}", (b - a) / concurrent as f64))
+        .collect();
+    println!(
+        "  per release: {:.1} DeployFlow reconciles, {:.1} gate reconciles, {:.1} API requests ({}), of which {:.1} DeployFlow patches (status and spec)",
+        d("triton_controller_reconcile_duration_seconds_count"),
+        d("triton_controller_gate_reconciles_total"),
+        d("triton_controller_kube_requests_total"),
+        by_verb.join(", "),
+        d("triton_controller_kube_requests_total{verb=\"patch\",resource=\"deployflows\"}"),
+    );
     steady_state(&client, steady).await;
     if other > 0 {
         std::process::exit(1);
