@@ -412,6 +412,21 @@ mod tests {
         }
     }
 
+    /// An update whose batch 1 is baked (new-1) and batch 2 not started.
+    fn waiting_for_batch_2() -> DeployFlow {
+        finished(
+            release(
+                "update",
+                json!([
+                    batch(1, "Baked", 1, &["new-1"], true),
+                    batch(2, "Pending", 1, &[], false)
+                ]),
+                &["new-1"],
+            ),
+            1,
+        )
+    }
+
     fn finished(mut df: DeployFlow, replicas: i32) -> DeployFlow {
         df.status.as_mut().unwrap().finished_replicas = replicas;
         df
@@ -466,17 +481,7 @@ mod tests {
     #[test]
     fn the_replacement_of_a_baked_pod_is_not_held_while_the_release_waits() {
         // Batch 1 baked (new-1 deleted, replaced by new-1b); batch 2 not started yet.
-        let df = finished(
-            release(
-                "update",
-                json!([
-                    batch(1, "Baked", 1, &["new-1"], true),
-                    batch(2, "Pending", 1, &[], false)
-                ]),
-                &["new-1"],
-            ),
-            1,
-        );
+        let df = waiting_for_batch_2();
         assert!(!held(
             &pod("new-1b", "rev2"),
             std::slice::from_ref(&df),
@@ -596,17 +601,7 @@ mod tests {
     fn a_pod_released_out_of_turn_is_held_while_the_released_pods_all_serve() {
         // Batch 1 baked (new-1 serves), batch 2 waits for Next; a hand edit of the partition
         // made Kruise update old-2 into out-1.
-        let df = finished(
-            release(
-                "update",
-                json!([
-                    batch(1, "Baked", 1, &["new-1"], true),
-                    batch(2, "Pending", 1, &[], false)
-                ]),
-                &["new-1"],
-            ),
-            1,
-        );
+        let df = waiting_for_batch_2();
         let mut l = vec![serving("new-1", "rev2"), serving("old-3", "rev1")];
         l.extend(live(&["out-1"]));
         assert!(held(&pod("out-1", "rev2"), std::slice::from_ref(&df), &l));

@@ -711,6 +711,7 @@ async fn apply_effect(
 ) -> Result<bool, Error> {
     let cs_name = df.spec.application.instance_name.clone();
     let clonesets = || Api::<RawCloneSet>::namespaced(ctx.client.clone(), ns);
+    let refusal_fails = matches!(effect, Effect::PatchCloneSet(_));
     match effect {
         Effect::CreateCloneSet(manifest) => {
             // `cloneset::manifest` is an object with metadata: it always reads as one.
@@ -736,7 +737,10 @@ async fn apply_effect(
                 }
             }
         }
-        Effect::PatchCloneSet(patch) => {
+        // A correction of a hand edit is retried when refused (Kruise refuses a podsToDelete
+        // naming a pod already terminating, which the cache may not show yet); any other
+        // refused write fails the release.
+        Effect::PatchCloneSet(patch) | Effect::CorrectCloneSet(patch) => {
             match clonesets()
                 .patch(&cs_name, &params(), &Patch::Merge(&patch))
                 .await
@@ -744,28 +748,12 @@ async fn apply_effect(
                 Ok(cs) => ctx.wrote_cloneset(ns, &cs_name, cs.metadata.resource_version.as_deref()),
                 // Gone: the next step sees it gone and says so.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+                Err(kube::Error::Api(e)) if refusal_fails && (e.code == 400 || e.code == 422) => {
                     return Err(Error::CloneSetRefused {
                         name: cs_name,
                         message: e.message,
                     });
                 }
-                Err(source) => {
-                    return Err(Error::PatchCloneSet {
-                        name: cs_name,
-                        source,
-                    });
-                }
-            }
-        }
-        Effect::CorrectCloneSet(patch) => {
-            match clonesets()
-                .patch(&cs_name, &params(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(cs) => ctx.wrote_cloneset(ns, &cs_name, cs.metadata.resource_version.as_deref()),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                // Refused or failed: retried with backoff from a newer cache.
                 Err(source) => {
                     return Err(Error::PatchCloneSet {
                         name: cs_name,

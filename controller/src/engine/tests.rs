@@ -31,6 +31,8 @@ struct Fixture {
     cs: Option<Value>,
     pods: Vec<Pod>,
     holder: Option<Holder>,
+    /// Pods whose gate the controller has just set (`World::opened`).
+    opened: Vec<String>,
     now: Timestamp,
 }
 
@@ -52,6 +54,7 @@ fn flow(action: &str, replicas: i32, strategy: Value) -> Fixture {
         cs: None,
         pods: vec![],
         holder: None,
+        opened: vec![],
         now: at(0),
     }
 }
@@ -85,7 +88,8 @@ impl Fixture {
         self.now = at(secs);
         self
     }
-    fn decide(&self) -> Decision {
+    /// Runs `f` on this snapshot as a [`World`] (with `holder` as the other release).
+    fn world<R>(&self, holder: Option<Holder>, f: impl FnOnce(&World) -> R) -> R {
         let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
         let cs: Option<CloneSetView> = self
             .cs
@@ -93,58 +97,26 @@ impl Fixture {
             .map(|v| CloneSetView::from_value(v).unwrap());
         let pods: Vec<std::sync::Arc<Pod>> =
             self.pods.iter().cloned().map(std::sync::Arc::new).collect();
-        let w = World {
+        f(&World {
             df: &df,
             cloneset: cs.as_ref(),
             pods: &pods,
             services: &[],
             slices: &[],
-            holder: self.holder.clone(),
-            opened: &[],
+            holder,
+            opened: &self.opened,
             now: self.now,
-        };
-        step(&w)
+        })
+    }
+    fn decide(&self) -> Decision {
+        self.world(self.holder.clone(), step)
     }
     /// [`super::advance`]: the steps one reconcile takes on this snapshot.
     fn advance(&self) -> Decision {
-        let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
-        let cs: Option<CloneSetView> = self
-            .cs
-            .clone()
-            .map(|v| CloneSetView::from_value(v).unwrap());
-        let pods: Vec<std::sync::Arc<Pod>> =
-            self.pods.iter().cloned().map(std::sync::Arc::new).collect();
-        let w = World {
-            df: &df,
-            cloneset: cs.as_ref(),
-            pods: &pods,
-            services: &[],
-            slices: &[],
-            holder: self.holder.clone(),
-            opened: &[],
-            now: self.now,
-        };
-        super::advance(&w)
+        self.world(self.holder.clone(), super::advance)
     }
     fn cleanup(&self) -> Decision {
-        let df: DeployFlow = serde_json::from_value(self.df.clone()).unwrap();
-        let cs: Option<CloneSetView> = self
-            .cs
-            .clone()
-            .map(|v| CloneSetView::from_value(v).unwrap());
-        let pods: Vec<std::sync::Arc<Pod>> =
-            self.pods.iter().cloned().map(std::sync::Arc::new).collect();
-        let w = World {
-            df: &df,
-            cloneset: cs.as_ref(),
-            pods: &pods,
-            services: &[],
-            slices: &[],
-            holder: None,
-            opened: &[],
-            now: self.now,
-        };
-        super::cleanup(&w)
+        self.world(None, super::cleanup)
     }
 }
 
@@ -1272,20 +1244,8 @@ fn a_pod_this_controller_just_pulled_in_is_never_a_victim() {
     let mut f = update_waiting_for_batch_2().cs_set("/spec/updateStrategy/partition", json!(0));
     f.pods.retain(|p| p.metadata.name.as_deref() != Some("old-2"));
     f = f.pod(ready_pod("out-1", 25));
-    let df: DeployFlow = serde_json::from_value(f.df.clone()).unwrap();
-    let cs = CloneSetView::from_value(f.cs.clone().unwrap()).unwrap();
-    let pods: Vec<std::sync::Arc<Pod>> = f.pods.iter().cloned().map(std::sync::Arc::new).collect();
-    let opened = vec!["out-1".to_string()];
-    let d = step(&World {
-        df: &df,
-        cloneset: Some(&cs),
-        pods: &pods,
-        services: &[],
-        slices: &[],
-        holder: None,
-        opened: &opened,
-        now: f.now,
-    });
+    f.opened = vec!["out-1".to_string()];
+    let d = f.decide();
     assert_eq!(
         cloneset_patches(&d.before),
         vec![&json!({"spec": {"updateStrategy": {"partition": 2}}})],
