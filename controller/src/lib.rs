@@ -516,10 +516,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let config = kube::Config::infer().await?;
     let counted = metrics.clone();
-    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        counted.kube_request(req.method(), req.uri());
-        req
-    });
+    // Every request names its sender, so the API server's audit log and its logs show the
+    // controller's requests as its own (kube's client sends no User-Agent).
+    let count =
+        tower::util::MapRequestLayer::new(move |mut req: http::Request<kube::client::Body>| {
+            counted.kube_request(req.method(), req.uri());
+            req.headers_mut().entry(http::header::USER_AGENT).or_insert(
+                http::HeaderValue::from_static(concat!(
+                    "triton-controller/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            );
+            req
+        });
     // Outside the rate limit: Lease renewals (a busy leader must not lose the Lease queueing
     // behind its own writes) and the readiness agents' heartbeats (bounded by the pods, one per
     // pod every third of --agent-staleness; queued behind reconciles they would go stale).
