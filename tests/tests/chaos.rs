@@ -99,6 +99,50 @@ const COMPONENTS: [Component; 5] = [
     },
 ];
 
+/// kube-controller-manager, the cluster's Endpoints and EndpointSlice controllers: not a fault
+/// this test injects, but restarted after each API-server restart, as an operator would. Its
+/// controllers can keep a stale cache after the API server comes back
+/// (kubernetes/kubernetes#124547): here once, "EndpointSlice informer cache is out of date" for
+/// minutes, slices listing deleted pods' IPs, four releases paused at pull-in (Triton's defined
+/// outcome for a pod that never becomes a ready endpoint, but not this test's subject).
+const KCM: Component = Component {
+    name: "kube-controller-manager",
+    pattern: "kube-controller-manager --kubeconfig",
+    start: "TRITON_KCM_START",
+    env: &[],
+};
+
+async fn restart_kcm() {
+    signal_processes("-KILL", KCM.pattern).await;
+    eventually(
+        "kube-controller-manager gone",
+        Duration::from_secs(10),
+        || async {
+            if running(&KCM) {
+                Err("still running")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    start(&KCM);
+    eventually(
+        "kube-controller-manager healthy",
+        Duration::from_secs(60),
+        || async {
+            let ok = tokio::process::Command::new("curl")
+                .args(["-fsSk", "https://127.0.0.1:10257/healthz"])
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success());
+            if ok { Ok(()) } else { Err("/healthz not ok") }
+        },
+    )
+    .await;
+    eprintln!("chaos: kube-controller-manager restarted after the API server");
+}
+
 /// Controller replicas that exited by themselves (restarted by `restart_exited_controllers`).
 static SELF_EXITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -122,7 +166,11 @@ fn start(c: &Component) {
         .unwrap_or_else(|e| panic!("start {}: {e}", c.name));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !running(c) {
-        assert!(std::time::Instant::now() < deadline, "{} started within 10 s", c.name);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} started within 10 s",
+            c.name
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -162,7 +210,10 @@ fn restart_exited_controllers() {
     for c in &COMPONENTS[..2] {
         if !running(c) {
             SELF_EXITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            eprintln!("chaos: {} exited (it lost the Lease); restarted, as its kubelet would", c.name);
+            eprintln!(
+                "chaos: {} exited (it lost the Lease); restarted, as its kubelet would",
+                c.name
+            );
             start(c);
         }
     }
@@ -517,6 +568,7 @@ async fn releases_of_every_kind_survive_components_killed_in_combination() {
             start(c);
             if c.name == "kube-apiserver" {
                 api_ready(&client).await;
+                restart_kcm().await;
             }
         }
         healthy(&client).await;
@@ -682,11 +734,19 @@ async fn releases_of_every_kind_survive_components_killed_in_combination() {
         testenv_var("TRITON_TESTENV_DIR")
     ))
     .expect("the controllers' log");
-    assert!(!log.contains("panicked at"), "a controller replica panicked (see its log)");
+    assert!(
+        !log.contains("panicked at"),
+        "a controller replica panicked (see its log)"
+    );
     let exits = SELF_EXITS.load(std::sync::atomic::Ordering::Relaxed);
     let said = log.matches("lost the Lease").count();
-    assert!(said >= exits, "{exits} replicas exited by themselves; {said} said they lost the Lease");
-    eprintln!("chaos: check: no controller panic; {exits} replica exits, each after losing the Lease (a kubelet restarts them)");
+    assert!(
+        said >= exits,
+        "{exits} replicas exited by themselves; {said} said they lost the Lease"
+    );
+    eprintln!(
+        "chaos: check: no controller panic; {exits} replica exits, each after losing the Lease (a kubelet restarts them)"
+    );
     let changes: usize = fewest.values().map(|(_, c)| c).sum();
     let min = fewest
         .iter()

@@ -4,7 +4,7 @@
 //!
 //! Prints: (1) reaction time over N canaries waiting at Smoked, each behind a Service: from a
 //! gRPC `Next` to the canary listed ready in its Service's EndpointSlice (what users see: the
-//! pod takes traffic), with the hops the bench sees on the canary's watch (gate True, Ready),
+//! pod takes traffic), with the hops the bench sees on its pod watch (gate True, Ready),
 //! and to the controller's status write that records the pull-in. Under `tests/cluster/run
 //! --audit` it also splits each sample by the API server's audit log: every write on the path
 //! (the `Next` spec patch, the gate, kwok's Ready, the slice) from its arrival to its
@@ -465,7 +465,10 @@ struct Seen {
 }
 
 impl Seen {
-    fn start(client: &kube::Client, ns: &str) -> std::sync::Arc<Seen> {
+    fn start(
+        client: &kube::Client,
+        ns: &str,
+    ) -> (std::sync::Arc<Seen>, Vec<tokio::task::JoinHandle<()>>) {
         use k8s_openapi::api::core::v1::Pod;
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         use std::sync::atomic::Ordering::Relaxed;
@@ -481,7 +484,7 @@ impl Seen {
             Default::default(),
         );
         let s = seen.clone();
-        tokio::spawn(pods.default_backoff().applied_objects().for_each(move |p| {
+        let pods = tokio::spawn(pods.default_backoff().applied_objects().for_each(move |p| {
             if let Ok(p) = p {
                 s.objects[0].fetch_add(1, Relaxed);
                 let name = p.metadata.name.clone().unwrap_or_default();
@@ -499,30 +502,27 @@ impl Seen {
             Default::default(),
         );
         let s = seen.clone();
-        tokio::spawn(
-            slices
-                .default_backoff()
-                .applied_objects()
-                .for_each(move |slice| {
-                    if let Ok(slice) = slice {
-                        s.objects[1].fetch_add(1, Relaxed);
-                        for e in slice.endpoints.into_iter().flatten() {
-                            if e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
-                                && let Some(pod) = e.target_ref.and_then(|r| r.name)
-                            {
-                                s.mark(Fact::Endpoint, &pod);
-                            }
+        let slices = tokio::spawn(slices.default_backoff().applied_objects().for_each(
+            move |slice| {
+                if let Ok(slice) = slice {
+                    s.objects[1].fetch_add(1, Relaxed);
+                    for e in slice.endpoints.into_iter().flatten() {
+                        if e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+                            && let Some(pod) = e.target_ref.and_then(|r| r.name)
+                        {
+                            s.mark(Fact::Endpoint, &pod);
                         }
                     }
-                    std::future::ready(())
-                }),
-        );
+                }
+                std::future::ready(())
+            },
+        ));
         let flows = watcher(
             dynamic_api(client, ns, "apps.triton.io", "v1alpha1", "DeployFlow"),
             Default::default(),
         );
         let s = seen.clone();
-        tokio::spawn(
+        let flows = tokio::spawn(
             flows
                 .default_backoff()
                 .applied_objects()
@@ -541,7 +541,7 @@ impl Seen {
                     std::future::ready(())
                 }),
         );
-        seen
+        (seen, vec![pods, slices, flows])
     }
 
     fn mark(&self, fact: Fact, key: &str) {
@@ -620,9 +620,10 @@ const WARMUP: usize = 5;
 async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
     let ns = namespace(client, "bench-reaction").await;
     // The watches that time every sample, one per kind for the whole namespace, started before
-    // anything is created in it: by the first `Next` they have long been established (each has
-    // seen the samples' objects created), and an event is timed when it arrives.
-    let seen = Seen::start(client, &ns);
+    // anything is created in it; before the first `Next` the bench checks each has seen the
+    // samples' objects (so it is established), and an event is timed when it arrives. Stopped
+    // when the samples are done.
+    let (seen, watches) = Seen::start(client, &ns);
     let mut flows = Vec::new();
     for i in 0..WARMUP + samples {
         let name = format!("r{i}");
@@ -679,7 +680,14 @@ async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
         let t_ready = seen.wait(Fact::Ready, &canary, t0).await;
         let t_endpoint = seen.wait(Fact::Endpoint, &canary, t0).await;
         let t1 = seen.wait(Fact::PulledIn, &df.name, t0).await;
-        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
+        // Signed: two stamps from different watches (the pod's Ready, the slice) can be out of order.
+        let ms = |a: Instant, b: Instant| {
+            if b >= a {
+                (b - a).as_secs_f64() * 1000.0
+            } else {
+                -((a - b).as_secs_f64() * 1000.0)
+            }
+        };
         if i < WARMUP {
             warmup.push(ms(t0, t_endpoint));
             continue;
@@ -699,6 +707,9 @@ async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
             ready: wall(t_ready),
             endpoint: wall(t_endpoint),
         });
+    }
+    for watch in watches {
+        watch.abort();
     }
     for v in [
         &mut recorded,
@@ -879,8 +890,7 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             ],
         ))
     };
-    // The log is written in batches, at most a second late: complete once the last sample is
-    // in it. A sample not found is left out and counted; a log that cannot be read is told.
+    // The log is written off the request path: complete once the last sample is in it. A sample not found is left out and counted; a log that cannot be read is told.
     let last = samples.last()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let writes = loop {
