@@ -680,32 +680,27 @@ async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
         let t_ready = seen.wait(Fact::Ready, &canary, t0).await;
         let t_endpoint = seen.wait(Fact::Endpoint, &canary, t0).await;
         let t1 = seen.wait(Fact::PulledIn, &df.name, t0).await;
-        // Signed: two stamps from different watches (the pod's Ready, the slice) can be out of order.
-        let ms = |a: Instant, b: Instant| {
-            if b >= a {
-                (b - a).as_secs_f64() * 1000.0
-            } else {
-                -((a - b).as_secs_f64() * 1000.0)
-            }
-        };
+        // Each stamp in ms after the call (`wait` asserts none precedes it); a hop between two
+        // watches (the pod's Ready, the slice) can come out negative.
+        let [reply, gate, ready, endpoint, pulled_in] = [t_reply, t_gate, t_ready, t_endpoint, t1]
+            .map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
         if i < WARMUP {
-            warmup.push(ms(t0, t_endpoint));
+            warmup.push(endpoint);
             continue;
         }
-        to_endpoint.push(ms(t0, t_endpoint));
-        hop_gate.push(ms(t0, t_gate));
-        hop_ready.push(ms(t_gate, t_ready));
-        hop_slice.push(ms(t_ready, t_endpoint));
-        recorded.push(ms(t0, t1));
-        let wall = |t: Instant| wall0 + ms(t0, t);
+        to_endpoint.push(endpoint);
+        hop_gate.push(gate);
+        hop_ready.push(ready - gate);
+        hop_slice.push(endpoint - ready);
+        recorded.push(pulled_in);
         canaries.push(Sample {
             deployflow: df.name.clone(),
             pod: canary,
             sent: wall0,
-            reply: wall(t_reply),
-            gate: wall(t_gate),
-            ready: wall(t_ready),
-            endpoint: wall(t_endpoint),
+            reply: wall0 + reply,
+            gate: wall0 + gate,
+            ready: wall0 + ready,
+            endpoint: wall0 + endpoint,
         });
     }
     for watch in watches {
@@ -949,39 +944,31 @@ fn print_reaction(r: &Reaction) {
         pct(&r.slice, 0.99),
     );
     if let Some((rows, bench)) = r.audit.as_ref().filter(|(rows, _)| !rows.is_empty()) {
-        let col = |rows: &[Vec<f64>], i: usize| {
-            let mut v: Vec<f64> = rows.iter().map(|row| row[i]).collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v
+        // "name p50 / p99" for each column of `rows`.
+        let columns = |names: &[&str], rows: &[Vec<f64>]| {
+            let named: Vec<String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let mut v: Vec<f64> = rows.iter().map(|row| row[i]).collect();
+                    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                    format!("{name} {:.1} / {:.1}", pct(&v, 0.5), pct(&v, 0.99))
+                })
+                .collect();
+            named.join("; ")
         };
-        let hops: Vec<String> = AUDIT_HOPS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let v = col(rows, i);
-                format!("{name} {:.1} / {:.1}", pct(&v, 0.5), pct(&v, 0.99))
-            })
-            .collect();
         let mut sum: Vec<f64> = rows.iter().map(|row| row.iter().sum()).collect();
         sum.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
             "    as the API server saw them (audit log, {} of the samples; a write from its arrival to its response's completion, a reaction from that completion to the next write's arrival), p50 / p99 ms: {}; the sum {:.1} / {:.1}",
             rows.len(),
-            hops.join("; "),
+            columns(&AUDIT_HOPS, rows),
             pct(&sum, 0.5),
             pct(&sum, 0.99)
         );
-        let sees: Vec<String> = BENCH_SEES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let v = col(bench, i);
-                format!("{name} {:.1} / {:.1}", pct(&v, 0.5), pct(&v, 0.99))
-            })
-            .collect();
         println!(
             "    the bench's own view, from the response's completion, p50 / p99 ms: {}",
-            sees.join("; ")
+            columns(&BENCH_SEES, bench)
         );
     }
     println!(
