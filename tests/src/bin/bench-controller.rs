@@ -8,7 +8,10 @@
 //! and to the controller's status write that records the pull-in. Under `tests/cluster/run
 //! --audit` it also splits each sample by the API server's audit log: every write on the path
 //! (the `Next` spec patch, the gate, kwok's Ready, the slice) from its arrival to its
-//! completion, and each component's reaction between them; (2) the wall time of the tutorial release with
+//! completion, and each component's reaction between them. With `--floor`, each sample is followed
+//! by one of the floor: the same path with a controller that reacts in no time (the bench writes
+//! the DeployFlow, then a bare pod's gate on the reply), what no controller can beat on this
+//! machine; (2) the wall time of the tutorial release with
 //! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
 //! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
 //! memory and CPU seconds (from /proc, visible inside the PID namespace); (4) the steady state
@@ -593,18 +596,64 @@ impl Seen {
     }
 }
 
-/// One reaction run: its samples' times (ms, sorted) end to end, to the recorded pull-in, and by
-/// hop as the bench sees them; and, with the API server's audit log (`tests/cluster/run
-/// --audit`), the hops as the API server saw them.
-struct Reaction {
+/// One path's samples (ms, sorted): end to end, and by hop as the bench sees them (to the gate
+/// True, then to Ready, then to the ready endpoint); the warm-up samples apart; and, with the API
+/// server's audit log (`tests/cluster/run --audit`), the hops as the API server saw them.
+#[derive(Default)]
+struct Path {
     to_endpoint: Vec<f64>,
-    recorded: Vec<f64>,
     gate: Vec<f64>,
     ready: Vec<f64>,
     slice: Vec<f64>,
     audit: Option<(Rows, Rows)>,
     /// The warm-up samples, end to end (not counted above).
     warmup: Vec<f64>,
+    samples: Vec<Sample>,
+}
+
+impl Path {
+    /// Records a sample timed from `t0` (sent at wall-clock `wall0`): each stamp in ms after
+    /// the call (`Seen::wait` asserts none precedes it); a hop between two watches (the pod's
+    /// Ready, the slice) can come out negative.
+    fn record(&mut self, warm: bool, t0: Instant, wall0: f64, at: [Instant; 4], sample: Sample) {
+        let [reply, gate, ready, endpoint] =
+            at.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
+        if warm {
+            self.warmup.push(endpoint);
+            return;
+        }
+        self.to_endpoint.push(endpoint);
+        self.gate.push(gate);
+        self.ready.push(ready - gate);
+        self.slice.push(endpoint - ready);
+        self.samples.push(Sample {
+            sent: wall0,
+            reply: wall0 + reply,
+            gate: wall0 + gate,
+            ready: wall0 + ready,
+            endpoint: wall0 + endpoint,
+            ..sample
+        });
+    }
+
+    fn sort(&mut self) {
+        for v in [
+            &mut self.to_endpoint,
+            &mut self.gate,
+            &mut self.ready,
+            &mut self.slice,
+        ] {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        }
+    }
+}
+
+/// One reaction run: Triton's path (gRPC `Next` to the canary a ready endpoint), the verified
+/// pull-in recorded in the status (ms, sorted), and with `--floor` the floor's path.
+struct Reaction {
+    triton: Path,
+    recorded: Vec<f64>,
+    floor: Option<Path>,
 }
 
 /// Samples timed first and not counted: they overlap the setup's last writes (the audit log
@@ -617,23 +666,39 @@ const WARMUP: usize = 5;
 /// that records the verified pull-in. Each sample starts once the previous one's pull-in is
 /// recorded (its release then waits for the next `Next`, at Baking). WARMUP more canaries are
 /// timed first and told apart.
-async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
+///
+/// With `floor`, each sample is followed by one of the floor: what no controller can beat on
+/// this machine. A bare pod with the same gate (not a CloneSet's, so Triton neither caches nor
+/// touches it) behind its own Service; the bench writes the sample's DeployFlow (an annotation:
+/// the same object through the same CRD, standing for the user's `Next` write, which any
+/// controller must see before it acts) and, as soon as the reply arrives, sets the pod's gate
+/// True itself, as the controller does. So the floor is a controller that reacts in no time; the
+/// rest of its path (kwok, the EndpointSlice controller, four API-server writes) is Triton's.
+async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reaction {
+    use k8s_openapi::api::core::v1::{Pod, Service};
     let ns = namespace(client, "bench-reaction").await;
     // The watches that time every sample, one per kind for the whole namespace, started before
     // anything is created in it; before the first `Next` the bench checks each has seen the
     // samples' objects (so it is established), and an event is timed when it arrives. Stopped
     // when the samples are done.
     let (seen, watches) = Seen::start(client, &ns);
+    let services = kube::Api::<Service>::namespaced(client.clone(), &ns);
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), &ns);
+    let service = |name: &str, selector: Value| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": selector, "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    };
     let mut flows = Vec::new();
     for i in 0..WARMUP + samples {
         let name = format!("r{i}");
-        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"selector": {"app.kubernetes.io/instance": name}, "ports": [{"port": 80}]}
-        }))
-        .unwrap();
-        kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &ns)
-            .create(&Default::default(), &svc)
+        services
+            .create(
+                &Default::default(),
+                &service(&name, json!({"app.kubernetes.io/instance": name})),
+            )
             .await
             .expect("create the sample's Service");
         flows.push(
@@ -651,20 +716,90 @@ async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
             )
             .await,
         );
+        if floor {
+            let name = format!("f{i}");
+            services
+                .create(
+                    &Default::default(),
+                    &service(&name, json!({FLOOR_LABEL: name})),
+                )
+                .await
+                .expect("create the floor's Service");
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {FLOOR_LABEL: name}},
+                "spec": {
+                    "containers": [{"name": "main", "image": "nginx", "ports": [{"containerPort": 80}]}],
+                    "readinessGates": [{"conditionType": "apps.triton.io/ready"}]
+                }
+            }))
+            .unwrap();
+            pods.create(&Default::default(), &pod)
+                .await
+                .expect("create the floor's pod");
+        }
     }
     for df in &flows {
         df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
     }
+    if floor {
+        let n = WARMUP + samples;
+        eventually(
+            &format!("{n} floor pods running, their containers ready, their gates not set"),
+            Duration::from_secs(120),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels(FLOOR_LABEL))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let waiting = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        let cond = |t: &str| {
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+                                .map(|c| c.status.clone())
+                        };
+                        cond("ContainersReady").as_deref() == Some("True")
+                            && cond("apps.triton.io/ready").is_none()
+                    })
+                    .count();
+                if waiting == n {
+                    Ok(())
+                } else {
+                    Err(format!("{waiting} of {n}"))
+                }
+            },
+        )
+        .await;
+    }
     seen.established(WARMUP + samples).await;
     let mut recorded = Vec::new();
-    let mut to_endpoint = Vec::new();
-    let (mut hop_gate, mut hop_ready, mut hop_slice) = (Vec::new(), Vec::new(), Vec::new());
-    let mut canaries = Vec::new();
-    let mut warmup = Vec::new();
+    let (mut triton, mut floor_path) = (Path::default(), Path::default());
     let mut grpc = triton_e2e::api::DeployFlowClient::new(
         triton_e2e::api::channel(&triton_e2e::api::grpc_addr()).await,
     );
+    // The floor's writes, named in the audit log.
+    let floor_client = {
+        let mut config = kube::Config::infer().await.expect("kube config");
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(FLOOR_AGENT),
+        ));
+        kube::Client::try_from(config).expect("the floor's client")
+    };
+    let floor_flows = dynamic_api(
+        &floor_client,
+        &ns,
+        "apps.triton.io",
+        "v1alpha1",
+        "DeployFlow",
+    );
+    let floor_pods = kube::Api::<Pod>::namespaced(floor_client.clone(), &ns);
     for (i, df) in flows.iter().enumerate() {
+        let warm = i < WARMUP;
         let canary = df.status().await["conditions"][0]["pods"][0]["name"]
             .as_str()
             .expect("the canary pod")
@@ -680,55 +815,77 @@ async fn reaction(client: &kube::Client, samples: usize) -> Reaction {
         let t_ready = seen.wait(Fact::Ready, &canary, t0).await;
         let t_endpoint = seen.wait(Fact::Endpoint, &canary, t0).await;
         let t1 = seen.wait(Fact::PulledIn, &df.name, t0).await;
-        // Each stamp in ms after the call (`wait` asserts none precedes it); a hop between two
-        // watches (the pod's Ready, the slice) can come out negative.
-        let [reply, gate, ready, endpoint, pulled_in] = [t_reply, t_gate, t_ready, t_endpoint, t1]
-            .map(|t| t.duration_since(t0).as_secs_f64() * 1000.0);
-        if i < WARMUP {
-            warmup.push(endpoint);
+        if !warm {
+            recorded.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+        triton.record(
+            warm,
+            t0,
+            wall0,
+            [t_reply, t_gate, t_ready, t_endpoint],
+            Sample::new(TRITON_AGENT, &df.name, &canary, &df.name),
+        );
+        if !floor {
             continue;
         }
-        to_endpoint.push(endpoint);
-        hop_gate.push(gate);
-        hop_ready.push(ready - gate);
-        hop_slice.push(endpoint - ready);
-        recorded.push(pulled_in);
-        canaries.push(Sample {
-            deployflow: df.name.clone(),
-            pod: canary,
-            sent: wall0,
-            reply: wall0 + reply,
-            gate: wall0 + gate,
-            ready: wall0 + ready,
-            endpoint: wall0 + endpoint,
-        });
+        let pod = format!("f{i}");
+        let (t0, wall0) = (Instant::now(), wall_ms());
+        floor_flows
+            .patch(
+                &df.name,
+                &Default::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {FLOOR_LABEL: pod}}})),
+            )
+            .await
+            .expect("the floor's DeployFlow write");
+        let t_reply = Instant::now();
+        floor_pods
+            .patch_status(
+                &pod,
+                &Default::default(),
+                &kube::api::Patch::Strategic(json!({"status": {"conditions": [{
+                    "type": "apps.triton.io/ready", "status": "True", "reason": "Floor"
+                }]}})),
+            )
+            .await
+            .expect("the floor's gate write");
+        let t_gate = seen.wait(Fact::Gate, &pod, t0).await;
+        let t_ready = seen.wait(Fact::Ready, &pod, t0).await;
+        let t_endpoint = seen.wait(Fact::Endpoint, &pod, t0).await;
+        floor_path.record(
+            warm,
+            t0,
+            wall0,
+            [t_reply, t_gate, t_ready, t_endpoint],
+            Sample::new(FLOOR_AGENT, &df.name, &pod, &pod),
+        );
     }
     for watch in watches {
         watch.abort();
     }
-    for v in [
-        &mut recorded,
-        &mut to_endpoint,
-        &mut hop_gate,
-        &mut hop_ready,
-        &mut hop_slice,
-    ] {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    recorded.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut paths = vec![&mut triton];
+    if floor {
+        paths.push(&mut floor_path);
     }
-    let audit = match std::env::var_os("TRITON_AUDIT_LOG") {
-        Some(path) => audit_hops(std::path::Path::new(&path), &ns, &canaries).await,
-        None => None,
-    };
+    for path in paths {
+        path.sort();
+        if let Some(log) = std::env::var_os("TRITON_AUDIT_LOG") {
+            path.audit = audit_hops(std::path::Path::new(&log), &ns, &path.samples).await;
+        }
+    }
     Reaction {
-        to_endpoint,
+        triton,
         recorded,
-        gate: hop_gate,
-        ready: hop_ready,
-        slice: hop_slice,
-        audit,
-        warmup,
+        floor: floor.then_some(floor_path),
     }
 }
+
+/// The label of the floor's pods and Services, and the annotation of its DeployFlow writes.
+const FLOOR_LABEL: &str = "bench.triton.io/floor";
+/// The User-Agent of the floor's writes, and the controller's.
+const FLOOR_AGENT: &str = "triton-bench-floor/1";
+const TRITON_AGENT: &str = "triton-controller/";
 
 /// What the bench saw of the path, each from the API server's completion of the write.
 const BENCH_SEES: [&str; 3] = [
@@ -740,17 +897,56 @@ const BENCH_SEES: [&str; 3] = [
 /// Per sample, a figure per hop (ms).
 type Rows = Vec<Vec<f64>>;
 
-/// A reaction sample: its DeployFlow and canary, and when (wall-clock ms) the bench sent `Next`,
-/// got the reply, and saw the gate True, the pod Ready and the ready endpoint.
+/// A reaction sample: the User-Agent of its first two writes (the DeployFlow's, the gate's), its
+/// DeployFlow, its pod and Service, and when (wall-clock ms) the bench sent the first write, got
+/// the reply, and saw the gate True, the pod Ready and the ready endpoint.
 struct Sample {
+    agent: &'static str,
     deployflow: String,
     pod: String,
+    service: String,
     sent: f64,
     reply: f64,
     gate: f64,
     ready: f64,
     endpoint: f64,
 }
+
+impl Sample {
+    fn new(agent: &'static str, deployflow: &str, pod: &str, service: &str) -> Sample {
+        Sample {
+            agent,
+            deployflow: deployflow.to_string(),
+            pod: pod.to_string(),
+            service: service.to_string(),
+            sent: 0.0,
+            reply: 0.0,
+            gate: 0.0,
+            ready: 0.0,
+            endpoint: 0.0,
+        }
+    }
+}
+
+/// The floor's hops as the API server saw them (see AUDIT_HOPS).
+const FLOOR_HOPS: [&str; 9] = [
+    "the bench's call to its DeployFlow write's arrival",
+    "the bench's DeployFlow write (an annotation)",
+    "the bench's reaction (it sends on the reply)",
+    "its gate write",
+    "kwok's reaction",
+    "kwok's Ready write",
+    "the EndpointSlice controller's reaction",
+    "its slice write",
+    "the bench's slice watch",
+];
+
+/// What the bench saw of the floor's path (see BENCH_SEES).
+const FLOOR_SEES: [&str; 3] = [
+    "the DeployFlow write's reply",
+    "the gate on its pod watch",
+    "Ready on its pod watch",
+];
 
 /// The hops of a reaction sample as the API server saw them (its audit log), in order; the
 /// first and last from the bench's clock (the same machine's) to the API server's.
@@ -837,7 +1033,7 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
         let next = writes
             .iter()
             .find(|w| {
-                w.agent.starts_with("triton-controller/")
+                w.agent.starts_with(sample.agent)
                     && w.resource == "deployflows"
                     && w.sub.is_empty()
                     && w.verb == "patch"
@@ -846,18 +1042,12 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             })
             .ok_or(format!("no Next write on {df}"))?;
         let pod_named = |n: &str| n == pod;
-        let gate = find(
-            "triton-controller/",
-            "pods",
-            "status",
-            &pod_named,
-            next.arrived,
-        )
-        .ok_or(format!("no gate write on {pod}"))?;
+        let gate = find(sample.agent, "pods", "status", &pod_named, next.arrived)
+            .ok_or(format!("no gate write on {pod}"))?;
         let kwok = find("kwok/", "pods", "status", &pod_named, gate.arrived)
             .ok_or(format!("no kwok write on {pod} after its gate's"))?;
-        // The Service, and so its slices' name prefix, is named after the DeployFlow.
-        let prefix = format!("{df}-");
+        // A Service's slices are named after it.
+        let prefix = format!("{}-", sample.service);
         let slice = find(
             "kube-controller-manager/",
             "endpointslices",
@@ -920,57 +1110,77 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
     Some((rows, bench))
 }
 
-fn print_reaction(r: &Reaction) {
+/// "name p50 / p99" for each column of `rows`.
+fn columns(names: &[&str], rows: &[Vec<f64>]) -> String {
+    let named: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut v: Vec<f64> = rows.iter().map(|row| row[i]).collect();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            format!("{name} {:.1} / {:.1}", pct(&v, 0.5), pct(&v, 0.99))
+        })
+        .collect();
+    named.join("; ")
+}
+
+/// A path's figures: `what` it times, the names of its hops as the bench sees them (to the gate
+/// True, to Ready, to the ready endpoint) and as the audit log shows them.
+fn print_path(what: &str, hops: [&str; 3], audit_hops: &[&str], bench_sees: &[&str], p: &Path) {
     println!(
-        "  reaction, gRPC Next -> canary a ready endpoint of its Service ({} samples, after {} warm-up samples at {}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        r.to_endpoint.len(),
-        r.warmup.len(),
-        r.warmup
+        "  {what} ({} samples, after {} warm-up samples at {}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        p.to_endpoint.len(),
+        p.warmup.len(),
+        p.warmup
             .iter()
             .map(|v| format!("{v:.0}"))
             .collect::<Vec<_>>()
             .join("/"),
-        pct(&r.to_endpoint, 0.5),
-        pct(&r.to_endpoint, 0.99),
-        r.to_endpoint.last().unwrap()
+        pct(&p.to_endpoint, 0.5),
+        pct(&p.to_endpoint, 0.99),
+        p.to_endpoint.last().unwrap()
     );
     println!(
-        "    its hops, p50 / p99: Next -> gate True (Triton) {:.1} / {:.1} ms; gate True -> pod Ready (kwok) {:.1} / {:.1} ms; Ready -> ready endpoint (EndpointSlice controller) {:.1} / {:.1} ms",
-        pct(&r.gate, 0.5),
-        pct(&r.gate, 0.99),
-        pct(&r.ready, 0.5),
-        pct(&r.ready, 0.99),
-        pct(&r.slice, 0.5),
-        pct(&r.slice, 0.99),
+        "    its hops, p50 / p99: {} {:.1} / {:.1} ms; {} {:.1} / {:.1} ms; {} {:.1} / {:.1} ms",
+        hops[0],
+        pct(&p.gate, 0.5),
+        pct(&p.gate, 0.99),
+        hops[1],
+        pct(&p.ready, 0.5),
+        pct(&p.ready, 0.99),
+        hops[2],
+        pct(&p.slice, 0.5),
+        pct(&p.slice, 0.99),
     );
-    if let Some((rows, bench)) = r.audit.as_ref().filter(|(rows, _)| !rows.is_empty()) {
-        // "name p50 / p99" for each column of `rows`.
-        let columns = |names: &[&str], rows: &[Vec<f64>]| {
-            let named: Vec<String> = names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let mut v: Vec<f64> = rows.iter().map(|row| row[i]).collect();
-                    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                    format!("{name} {:.1} / {:.1}", pct(&v, 0.5), pct(&v, 0.99))
-                })
-                .collect();
-            named.join("; ")
-        };
+    if let Some((rows, bench)) = p.audit.as_ref().filter(|(rows, _)| !rows.is_empty()) {
         let mut sum: Vec<f64> = rows.iter().map(|row| row.iter().sum()).collect();
         sum.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
             "    as the API server saw them (audit log, {} of the samples; a write from its arrival to its response's completion, a reaction from that completion to the next write's arrival), p50 / p99 ms: {}; the sum {:.1} / {:.1}",
             rows.len(),
-            columns(&AUDIT_HOPS, rows),
+            columns(audit_hops, rows),
             pct(&sum, 0.5),
             pct(&sum, 0.99)
         );
         println!(
             "    the bench's own view, from the response's completion, p50 / p99 ms: {}",
-            columns(&BENCH_SEES, bench)
+            columns(bench_sees, bench)
         );
     }
+}
+
+fn print_reaction(r: &Reaction) {
+    print_path(
+        "reaction, gRPC Next -> canary a ready endpoint of its Service",
+        [
+            "Next -> gate True (Triton)",
+            "gate True -> pod Ready (kwok)",
+            "Ready -> ready endpoint (EndpointSlice controller)",
+        ],
+        &AUDIT_HOPS,
+        &BENCH_SEES,
+        &r.triton,
+    );
     println!(
         "  reaction, gRPC Next -> verified pull-in recorded in the status ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         r.recorded.len(),
@@ -978,6 +1188,25 @@ fn print_reaction(r: &Reaction) {
         pct(&r.recorded, 0.99),
         r.recorded.last().unwrap()
     );
+    if let Some(floor) = &r.floor {
+        print_path(
+            "floor, a controller that reacts in no time: the bench's DeployFlow write, then on its reply the bench's gate write -> a bare pod a ready endpoint of its Service",
+            [
+                "the DeployFlow write and the gate's -> gate True",
+                "gate True -> pod Ready (kwok)",
+                "Ready -> ready endpoint (EndpointSlice controller)",
+            ],
+            &FLOOR_HOPS,
+            &FLOOR_SEES,
+            floor,
+        );
+        let diff = |q: f64| pct(&r.triton.to_endpoint, q) - pct(&floor.to_endpoint, q);
+        println!(
+            "  Triton over the floor, samples interleaved: p50 +{:.1} ms, p99 +{:.1} ms",
+            diff(0.5),
+            diff(0.99)
+        );
+    }
 }
 
 #[tokio::main]
@@ -1004,7 +1233,8 @@ async fn main() {
     let steady = arg("--steady-seconds", 60);
 
     // (1) Reaction time.
-    let reaction = reaction(&client, samples).await;
+    let floor = std::env::args().any(|a| a == "--floor");
+    let reaction = reaction(&client, samples, floor).await;
 
     // (2) Tutorial wall time, intervals 0.
     let ns = namespace(&client, "bench-tutorial").await;
