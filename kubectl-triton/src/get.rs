@@ -82,7 +82,7 @@ async fn snapshot(c: &Cluster, raw: &RawDeployFlow) -> Result<Snapshot, Failure>
 }
 
 fn cloneset_view(cs: RawCloneSet) -> CloneSetView {
-    CloneSetView::from_value(serde_json::to_value(cs).unwrap_or_default()).unwrap_or_default()
+    CloneSetView::from_raw(&cs).unwrap_or_default()
 }
 
 async fn read_raw(c: &Cluster, name: &str) -> Result<RawDeployFlow, Failure> {

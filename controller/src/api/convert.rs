@@ -157,13 +157,16 @@ fn quantity(q: Option<&std::collections::BTreeMap<String, Quantity>>, k: &str) -
 
 /// A CloneSet as the API's `Instance`.
 pub fn instance(cs: &RawCloneSet) -> app::Instance {
-    let view =
-        CloneSetView::from_value(serde_json::to_value(cs).unwrap_or_default()).unwrap_or_default();
+    let view = CloneSetView::from_raw(cs).unwrap_or_default();
     let labels = view.template_labels().clone();
     let (app_id, group_id, _) = app_identity(&labels);
     let (app_id, group_id) = (clamp(app_id), clamp(group_id));
-    let template: Option<k8s_openapi::api::core::v1::PodTemplateSpec> =
-        serde_json::from_value(cs.data["spec"]["template"].clone()).ok();
+    // Read in place, through the one deserializer of cached JSON (`&Value`): each deserializer
+    // type instantiates the pod types' decoding code anew (about half a megabyte of it).
+    let template = <k8s_openapi::api::core::v1::PodTemplateSpec as serde::Deserialize>::deserialize(
+        &cs.data["spec"]["template"],
+    )
+    .ok();
     let containers = template
         .as_ref()
         .and_then(|t| t.spec.as_ref())

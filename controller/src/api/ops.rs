@@ -672,7 +672,7 @@ impl ApiContext {
         let cs = self
             .cached_cs(ns, name)
             .ok_or_else(|| ApiError::NotFound(format!("application {ns}/{name} not found")))?;
-        let view = CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
+        let view = CloneSetView::from_raw(&cs)
             .map_err(|e| Refusal::Other(format!("CloneSet {ns}/{name} cannot be read: {e}")))?;
         Ok((cs, view))
     }
@@ -918,10 +918,9 @@ impl ApiContext {
     /// Delete an application: refused while a running release holds it; a missing one counts
     /// as deleted.
     pub async fn app_delete(&self, ns: &str, name: &str) -> Result<()> {
-        let view = self.cached_cs(ns, name).map(|cs| {
-            CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
-                .unwrap_or_default()
-        });
+        let view = self
+            .cached_cs(ns, name)
+            .map(|cs| CloneSetView::from_raw(&cs).unwrap_or_default());
         if let Some(h) = self.holder(ns, name, view.as_ref()) {
             return Err(Refusal::Held { holder: h.name }.into());
         }
@@ -959,7 +958,8 @@ impl ApiContext {
         })?;
         let body = update_strategy(s)?;
         if let Some(t) = &req.template {
-            serde_json::from_value::<PodTemplateSpec>(t.clone()).map_err(|e| {
+            // In place: see `convert::instance`.
+            <PodTemplateSpec as serde::Deserialize>::deserialize(t).map_err(|e| {
                 FieldError::new(
                     "applicationSpec.template",
                     format!("not a pod template: {e}"),
@@ -999,9 +999,7 @@ impl ApiContext {
                 req.replicas.unwrap_or(1),
             ),
             Some(cs) => {
-                let view =
-                    CloneSetView::from_value(serde_json::to_value(cs.as_ref()).unwrap_or_default())
-                        .unwrap_or_default();
+                let view = CloneSetView::from_raw(cs).unwrap_or_default();
                 id = identity_for_update(id, view.template_labels())?;
                 core::may_start(
                     self.holder(ns, &req.instance, Some(&view)).as_ref(),
