@@ -8,10 +8,11 @@
 //! and to the controller's status write that records the pull-in. Under `tests/cluster/run
 //! --audit` it also splits each sample by the API server's audit log: every write on the path
 //! (the `Next` spec patch, the gate, kwok's Ready, the slice) from its arrival to its
-//! completion, and each component's reaction between them. With `--floor`, each sample is followed
-//! by one of the floor: the same path with a controller that reacts in no time (the bench writes
-//! the DeployFlow, then a bare pod's gate on the reply), what no controller can beat on this
-//! machine; (2) the wall time of the tutorial release with
+//! completion, and each component's reaction between them. With `--floor`, each sample is paired
+//! with one of the floor: the same path for a controller that reacts in no time (the bench writes
+//! a DeployFlow, then a bare pod's gate on the reply, in a namespace of its own), which bounds
+//! what a controller that records the user's `Next` before acting can do on this machine;
+//! (2) the wall time of the tutorial release with
 //! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
 //! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
 //! memory and CPU seconds (from /proc, visible inside the PID namespace); (4) the steady state
@@ -561,20 +562,33 @@ impl Seen {
         }
     }
 
-    /// Once the samples are set up: every watch has seen objects, and no canary is past its gate.
-    async fn established(&self, samples: usize) {
+    /// Once the samples are set up: each watch (pods, slices, DeployFlows) sees at least `min`
+    /// events, and nothing is past its gate but the objects of the `exempt` releases (the
+    /// DeployFlow so named and its pods, `<name>-…`).
+    async fn established(&self, min: [usize; 3], exempt: &[&str]) {
         for (i, kind) in ["pods", "EndpointSlices", "DeployFlows"].iter().enumerate() {
-            let n = self.objects[i].load(std::sync::atomic::Ordering::Relaxed);
-            assert!(
-                n >= samples,
-                "the reaction watch on {kind} saw {n} events, fewer than the {samples} samples"
-            );
+            eventually(
+                &format!("the reaction watch on {kind} to see {} events", min[i]),
+                Duration::from_secs(30),
+                || async {
+                    let n = self.objects[i].load(std::sync::atomic::Ordering::Relaxed);
+                    if n >= min[i] { Ok(()) } else { Err(n) }
+                },
+            )
+            .await;
         }
         let first = self.first.lock().unwrap();
+        let early: Vec<_> = first
+            .keys()
+            .filter(|(_, key)| {
+                !exempt
+                    .iter()
+                    .any(|p| key == p || key.starts_with(&format!("{p}-")))
+            })
+            .collect();
         assert!(
-            first.is_empty(),
-            "before any Next, the watches saw {:?}",
-            first.keys().collect::<Vec<_>>()
+            early.is_empty(),
+            "before any sample, the watches saw {early:?}"
         );
     }
 
@@ -654,6 +668,8 @@ struct Reaction {
     triton: Path,
     recorded: Vec<f64>,
     floor: Option<Path>,
+    /// Each counted sample's end to end (ms), Triton's and its floor pair's.
+    pairs: Vec<(f64, f64)>,
 }
 
 /// Samples timed first and not counted: they overlap the setup's last writes (the audit log
@@ -667,13 +683,14 @@ const WARMUP: usize = 5;
 /// recorded (its release then waits for the next `Next`, at Baking). WARMUP more canaries are
 /// timed first and told apart.
 ///
-/// With `floor`, each sample is followed by one of the floor: what no controller can beat on
-/// this machine. A bare pod with the same gate (not a CloneSet's, so Triton neither caches nor
-/// touches it) behind its own Service; the bench writes the sample's DeployFlow (an annotation:
-/// the same object through the same CRD, standing for the user's `Next` write, which any
-/// controller must see before it acts) and, as soon as the reply arrives, sets the pod's gate
-/// True itself, as the controller does. So the floor is a controller that reacts in no time; the
-/// rest of its path (kwok, the EndpointSlice controller, four API-server writes) is Triton's.
+/// With `floor`, each sample is paired with one of the floor, what a controller that reacts in
+/// no time would give: in a namespace of its own (so Triton's reconciles of the samples never
+/// read its objects), a bare pod with the same gate (not a CloneSet's: Triton neither caches nor
+/// touches it) behind its own Service; the bench writes a DeployFlow there (an annotation on a
+/// finished release, which Triton reads and leaves: the same object through the same CRD,
+/// standing for the user's `Next` write, which the controller records before it acts) and, on
+/// the reply, sets the pod's gate True itself, as the controller does. The rest of its path
+/// (kwok, the EndpointSlice controller, the API server) is Triton's. The pair's order alternates.
 async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reaction {
     use k8s_openapi::api::core::v1::{Pod, Service};
     let ns = namespace(client, "bench-reaction").await;
@@ -681,23 +698,31 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
     // anything is created in it; before the first `Next` the bench checks each has seen the
     // samples' objects (so it is established), and an event is timed when it arrives. Stopped
     // when the samples are done.
-    let (seen, watches) = Seen::start(client, &ns);
-    let services = kube::Api::<Service>::namespaced(client.clone(), &ns);
-    let pods = kube::Api::<Pod>::namespaced(client.clone(), &ns);
-    let service = |name: &str, selector: Value| -> Service {
+    let (seen, mut watches) = Seen::start(client, &ns);
+    let floor_ns = match floor {
+        true => Some(namespace(client, "bench-floor").await),
+        false => None,
+    };
+    let floor_seen = floor_ns.as_deref().map(|fns| {
+        let (s, w) = Seen::start(client, fns);
+        watches.extend(w);
+        s
+    });
+    let service = |ns: &str, name: &str, selector: Value| -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns},
             "spec": {"selector": selector, "ports": [{"port": 80}]}
         }))
         .unwrap()
     };
+    let services = kube::Api::<Service>::namespaced(client.clone(), &ns);
     let mut flows = Vec::new();
     for i in 0..WARMUP + samples {
         let name = format!("r{i}");
         services
             .create(
                 &Default::default(),
-                &service(&name, json!({"app.kubernetes.io/instance": name})),
+                &service(&ns, &name, json!({"app.kubernetes.io/instance": name})),
             )
             .await
             .expect("create the sample's Service");
@@ -716,12 +741,32 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
             )
             .await,
         );
-        if floor {
-            let name = format!("f{i}");
+    }
+    let floor_pod_names: Vec<String> = (0..WARMUP + samples).map(|i| format!("f{i}")).collect();
+    let mut floor_target = None;
+    if let Some(fns) = &floor_ns {
+        floor_target = Some(
+            Flow::create(
+                client,
+                fns,
+                flow(
+                    "floor",
+                    "floor",
+                    "create",
+                    1,
+                    "nginx",
+                    json!({"batchSize": 1, "mode": "auto"}),
+                ),
+            )
+            .await,
+        );
+        let services = kube::Api::<Service>::namespaced(client.clone(), fns);
+        let pods = kube::Api::<Pod>::namespaced(client.clone(), fns);
+        for name in &floor_pod_names {
             services
                 .create(
                     &Default::default(),
-                    &service(&name, json!({FLOOR_LABEL: name})),
+                    &service(fns, name, json!({FLOOR_LABEL: name})),
                 )
                 .await
                 .expect("create the floor's Service");
@@ -741,8 +786,11 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
     for df in &flows {
         df.wait_batch(1, "Smoked", Duration::from_secs(120)).await;
     }
-    if floor {
-        let n = WARMUP + samples;
+    let n = WARMUP + samples;
+    seen.established([n, n, n], &[]).await;
+    if let (Some(fns), Some(target), Some(floor_seen)) = (&floor_ns, &floor_target, &floor_seen) {
+        wait_status(target, |s| s["phase"] == "Success").await;
+        let pods = kube::Api::<Pod>::namespaced(client.clone(), fns);
         eventually(
             &format!("{n} floor pods running, their containers ready, their gates not set"),
             Duration::from_secs(120),
@@ -774,91 +822,110 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
             },
         )
         .await;
+        // Its pods and Services; one DeployFlow, released (its pod and itself past the gate).
+        floor_seen.established([n, n, 1], &["floor"]).await;
     }
-    seen.established(WARMUP + samples).await;
     let mut recorded = Vec::new();
     let (mut triton, mut floor_path) = (Path::default(), Path::default());
+    let mut pairs = Vec::new();
     let mut grpc = triton_e2e::api::DeployFlowClient::new(
         triton_e2e::api::channel(&triton_e2e::api::grpc_addr()).await,
     );
     // The floor's writes, named in the audit log.
-    let floor_client = {
-        let mut config = kube::Config::infer().await.expect("kube config");
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(FLOOR_AGENT),
-        ));
-        kube::Client::try_from(config).expect("the floor's client")
+    let floor_apis = match &floor_ns {
+        Some(fns) => {
+            let mut config = kube::Config::infer().await.expect("kube config");
+            config.headers.push((
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(FLOOR_AGENT),
+            ));
+            let c = kube::Client::try_from(config).expect("the floor's client");
+            Some((
+                dynamic_api(&c, fns, "apps.triton.io", "v1alpha1", "DeployFlow"),
+                kube::Api::<Pod>::namespaced(c, fns),
+            ))
+        }
+        None => None,
     };
-    let floor_flows = dynamic_api(
-        &floor_client,
-        &ns,
-        "apps.triton.io",
-        "v1alpha1",
-        "DeployFlow",
-    );
-    let floor_pods = kube::Api::<Pod>::namespaced(floor_client.clone(), &ns);
     for (i, df) in flows.iter().enumerate() {
         let warm = i < WARMUP;
         let canary = df.status().await["conditions"][0]["pods"][0]["name"]
             .as_str()
             .expect("the canary pod")
             .to_string();
-        let (t0, wall0) = (Instant::now(), wall_ms());
-        grpc.next(triton_e2e::api::pb::NextRequest {
-            deploy: triton_e2e::api::meta(&df.ns, &df.name),
-        })
-        .await
-        .expect("Next");
-        let t_reply = Instant::now();
-        let t_gate = seen.wait(Fact::Gate, &canary, t0).await;
-        let t_ready = seen.wait(Fact::Ready, &canary, t0).await;
-        let t_endpoint = seen.wait(Fact::Endpoint, &canary, t0).await;
-        let t1 = seen.wait(Fact::PulledIn, &df.name, t0).await;
+        let (mut t_triton, mut t_floor) = (None, None);
+        // The pair in turns: Triton first, then the floor first.
+        for floor_turn in [i % 2 == 1, i % 2 == 0] {
+            let (Some((floor_flows, floor_pods)), Some(floor_seen)) = (&floor_apis, &floor_seen)
+            else {
+                if floor_turn {
+                    continue;
+                }
+                t_triton = Some(triton_sample(&mut grpc, &seen, df, &canary).await);
+                continue;
+            };
+            if !floor_turn {
+                t_triton = Some(triton_sample(&mut grpc, &seen, df, &canary).await);
+                continue;
+            }
+            let pod = &floor_pod_names[i];
+            let (t0, wall0) = (Instant::now(), wall_ms());
+            floor_flows
+                .patch(
+                    "floor",
+                    &Default::default(),
+                    &kube::api::Patch::Merge(
+                        json!({"metadata": {"annotations": {FLOOR_LABEL: pod}}}),
+                    ),
+                )
+                .await
+                .expect("the floor's DeployFlow write");
+            let t_reply = Instant::now();
+            floor_pods
+                .patch_status(
+                    pod,
+                    &Default::default(),
+                    &kube::api::Patch::Strategic(json!({"status": {"conditions": [{
+                        "type": "apps.triton.io/ready", "status": "True", "reason": "Floor"
+                    }]}})),
+                )
+                .await
+                .expect("the floor's gate write");
+            let t_gate = floor_seen.wait(Fact::Gate, pod, t0).await;
+            let t_ready = floor_seen.wait(Fact::Ready, pod, t0).await;
+            let t_endpoint = floor_seen.wait(Fact::Endpoint, pod, t0).await;
+            t_floor = Some((t0, wall0, [t_reply, t_gate, t_ready, t_endpoint]));
+        }
+        let (t0, wall0, at, t1) = t_triton.expect("a Triton sample");
         if !warm {
             recorded.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
         }
+        let ms = |t0: Instant, t: Instant| t.duration_since(t0).as_secs_f64() * 1000.0;
         triton.record(
             warm,
             t0,
             wall0,
-            [t_reply, t_gate, t_ready, t_endpoint],
-            Sample::new(TRITON_AGENT, &df.name, &canary, &df.name),
+            at,
+            Sample::new(TRITON_AGENT, &ns, &df.name, &canary, &df.name),
         );
-        if !floor {
-            continue;
+        if let (Some((f0, fwall0, fat)), Some(fns)) = (t_floor, &floor_ns) {
+            if !warm {
+                pairs.push((ms(t0, at[3]), ms(f0, fat[3])));
+            }
+            floor_path.record(
+                warm,
+                f0,
+                fwall0,
+                fat,
+                Sample::new(
+                    FLOOR_AGENT,
+                    fns,
+                    "floor",
+                    &floor_pod_names[i],
+                    &floor_pod_names[i],
+                ),
+            );
         }
-        let pod = format!("f{i}");
-        let (t0, wall0) = (Instant::now(), wall_ms());
-        floor_flows
-            .patch(
-                &df.name,
-                &Default::default(),
-                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {FLOOR_LABEL: pod}}})),
-            )
-            .await
-            .expect("the floor's DeployFlow write");
-        let t_reply = Instant::now();
-        floor_pods
-            .patch_status(
-                &pod,
-                &Default::default(),
-                &kube::api::Patch::Strategic(json!({"status": {"conditions": [{
-                    "type": "apps.triton.io/ready", "status": "True", "reason": "Floor"
-                }]}})),
-            )
-            .await
-            .expect("the floor's gate write");
-        let t_gate = seen.wait(Fact::Gate, &pod, t0).await;
-        let t_ready = seen.wait(Fact::Ready, &pod, t0).await;
-        let t_endpoint = seen.wait(Fact::Endpoint, &pod, t0).await;
-        floor_path.record(
-            warm,
-            t0,
-            wall0,
-            [t_reply, t_gate, t_ready, t_endpoint],
-            Sample::new(FLOOR_AGENT, &df.name, &pod, &pod),
-        );
     }
     for watch in watches {
         watch.abort();
@@ -871,14 +938,37 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
     for path in paths {
         path.sort();
         if let Some(log) = std::env::var_os("TRITON_AUDIT_LOG") {
-            path.audit = audit_hops(std::path::Path::new(&log), &ns, &path.samples).await;
+            path.audit = audit_hops(std::path::Path::new(&log), &path.samples).await;
         }
     }
     Reaction {
         triton,
         recorded,
         floor: floor.then_some(floor_path),
+        pairs,
     }
+}
+
+/// One Triton sample: a gRPC `Next` on `df`, timed until its canary's gate True, Ready, ready
+/// endpoint (the reply first), and the verified pull-in recorded.
+async fn triton_sample(
+    grpc: &mut triton_e2e::api::DeployFlowClient,
+    seen: &Seen,
+    df: &Flow,
+    canary: &str,
+) -> (Instant, f64, [Instant; 4], Instant) {
+    let (t0, wall0) = (Instant::now(), wall_ms());
+    grpc.next(triton_e2e::api::pb::NextRequest {
+        deploy: triton_e2e::api::meta(&df.ns, &df.name),
+    })
+    .await
+    .expect("Next");
+    let t_reply = Instant::now();
+    let t_gate = seen.wait(Fact::Gate, canary, t0).await;
+    let t_ready = seen.wait(Fact::Ready, canary, t0).await;
+    let t_endpoint = seen.wait(Fact::Endpoint, canary, t0).await;
+    let t1 = seen.wait(Fact::PulledIn, &df.name, t0).await;
+    (t0, wall0, [t_reply, t_gate, t_ready, t_endpoint], t1)
 }
 
 /// The label of the floor's pods and Services, and the annotation of its DeployFlow writes.
@@ -902,6 +992,7 @@ type Rows = Vec<Vec<f64>>;
 /// the reply, and saw the gate True, the pod Ready and the ready endpoint.
 struct Sample {
     agent: &'static str,
+    ns: String,
     deployflow: String,
     pod: String,
     service: String,
@@ -913,9 +1004,10 @@ struct Sample {
 }
 
 impl Sample {
-    fn new(agent: &'static str, deployflow: &str, pod: &str, service: &str) -> Sample {
+    fn new(agent: &'static str, ns: &str, deployflow: &str, pod: &str, service: &str) -> Sample {
         Sample {
             agent,
+            ns: ns.to_string(),
             deployflow: deployflow.to_string(),
             pod: pod.to_string(),
             service: service.to_string(),
@@ -967,9 +1059,10 @@ const AUDIT_HOPS: [&str; 9] = [
 /// BENCH_SEES: from a response's completion to the bench seeing the change. The watch event can
 /// leave before the response is complete, so a reaction or a view can be negative. `None` when
 /// the log cannot be read.
-async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Option<(Rows, Rows)> {
+async fn audit_hops(path: &std::path::Path, samples: &[Sample]) -> Option<(Rows, Rows)> {
     struct Write {
         agent: String,
+        ns: String,
         verb: String,
         resource: String,
         sub: String,
@@ -984,7 +1077,9 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
         .ok()
         .map(|t| t.0.as_microsecond() as f64 / 1000.0)
     };
-    // The successful writes in the namespace, by arrival.
+    let namespaces: std::collections::HashSet<&str> =
+        samples.iter().map(|s| s.ns.as_str()).collect();
+    // The successful writes in the samples' namespaces, by arrival.
     let read = || -> Result<Vec<Write>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut writes = Vec::new();
@@ -994,7 +1089,8 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             };
             let o = &e["objectRef"];
             let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
-            if o["namespace"] != ns || !(200..300).contains(&code) {
+            let ns = o["namespace"].as_str().unwrap_or_default();
+            if !namespaces.contains(ns) || !(200..300).contains(&code) {
                 continue;
             }
             let (Some(arrived), Some(done)) =
@@ -1005,6 +1101,7 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
             writes.push(Write {
                 agent: s(&e["userAgent"]),
+                ns: ns.to_string(),
                 verb: s(&e["verb"]),
                 resource: s(&o["resource"]),
                 sub: s(&o["subresource"]),
@@ -1023,6 +1120,7 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             |agent: &str, resource: &str, sub: &str, name: &dyn Fn(&str) -> bool, after: f64| {
                 writes.iter().find(|w| {
                     w.agent.starts_with(agent)
+                        && w.ns == sample.ns
                         && w.resource == resource
                         && w.sub == sub
                         && name(&w.name)
@@ -1034,6 +1132,7 @@ async fn audit_hops(path: &std::path::Path, ns: &str, samples: &[Sample]) -> Opt
             .iter()
             .find(|w| {
                 w.agent.starts_with(sample.agent)
+                    && w.ns == sample.ns
                     && w.resource == "deployflows"
                     && w.sub.is_empty()
                     && w.verb == "patch"
@@ -1190,7 +1289,7 @@ fn print_reaction(r: &Reaction) {
     );
     if let Some(floor) = &r.floor {
         print_path(
-            "floor, a controller that reacts in no time: the bench's DeployFlow write, then on its reply the bench's gate write -> a bare pod a ready endpoint of its Service",
+            "floor, a controller that reacts in no time: the bench's DeployFlow write, then on its reply its gate write -> a bare pod a ready endpoint of its Service",
             [
                 "the DeployFlow write and the gate's -> gate True",
                 "gate True -> pod Ready (kwok)",
@@ -1201,10 +1300,20 @@ fn print_reaction(r: &Reaction) {
             floor,
         );
         let diff = |q: f64| pct(&r.triton.to_endpoint, q) - pct(&floor.to_endpoint, q);
+        let mut paired: Vec<f64> = r.pairs.iter().map(|(t, f)| t - f).collect();
+        paired.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let over = |v: &[f64]| v.iter().filter(|ms| **ms > 50.0).count();
         println!(
-            "  Triton over the floor, samples interleaved: p50 +{:.1} ms, p99 +{:.1} ms",
+            "  Triton over the floor: p50 {:+.1} ms, p99 {:+.1} ms; pair by pair (each Triton sample less its floor sample, taken next to it), p50 {:+.1} ms, Triton slower in {} of {} pairs. Over 50 ms: Triton {} of {} samples, the floor {} of {}",
             diff(0.5),
-            diff(0.99)
+            diff(0.99),
+            pct(&paired, 0.5),
+            paired.iter().filter(|d| **d > 0.0).count(),
+            paired.len(),
+            over(&r.triton.to_endpoint),
+            r.triton.to_endpoint.len(),
+            over(&floor.to_endpoint),
+            floor.to_endpoint.len(),
         );
     }
 }
