@@ -856,18 +856,14 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
         let (mut t_triton, mut t_floor) = (None, None);
         // The pair in turns: Triton first, then the floor first.
         for floor_turn in [i % 2 == 1, i % 2 == 0] {
-            let (Some((floor_flows, floor_pods)), Some(floor_seen)) = (&floor_apis, &floor_seen)
+            let (Some((floor_flows, floor_pods)), Some(floor_seen), true) =
+                (&floor_apis, &floor_seen, floor_turn)
             else {
-                if floor_turn {
-                    continue;
+                if !floor_turn {
+                    t_triton = Some(triton_sample(&mut grpc, &seen, df, &canary).await);
                 }
-                t_triton = Some(triton_sample(&mut grpc, &seen, df, &canary).await);
                 continue;
             };
-            if !floor_turn {
-                t_triton = Some(triton_sample(&mut grpc, &seen, df, &canary).await);
-                continue;
-            }
             let pod = &floor_pod_names[i];
             let (t0, wall0) = (Instant::now(), wall_ms());
             floor_flows
@@ -1020,17 +1016,23 @@ impl Sample {
     }
 }
 
-/// The floor's hops as the API server saw them (see AUDIT_HOPS).
-const FLOOR_HOPS: [&str; 9] = [
-    "the bench's call to its DeployFlow write's arrival",
-    "the bench's DeployFlow write (an annotation)",
-    "the bench's reaction (it sends on the reply)",
+/// The hops of a reaction sample as the API server saw them (its audit log), in order, from
+/// the gate write on (the same for Triton's samples and the floor's); the last from the API
+/// server's clock to the bench's (the same machine's).
+const PATH_TAIL: [&str; 6] = [
     "its gate write",
     "kwok's reaction",
     "kwok's Ready write",
     "the EndpointSlice controller's reaction",
     "its slice write",
     "the bench's slice watch",
+];
+
+/// The floor's hops before the gate write (see PATH_TAIL).
+const FLOOR_HOPS: [&str; 3] = [
+    "the bench's call to its DeployFlow write's arrival",
+    "the bench's DeployFlow write (an annotation)",
+    "the bench's reaction (it sends on the reply)",
 ];
 
 /// What the bench saw of the floor's path (see BENCH_SEES).
@@ -1040,21 +1042,15 @@ const FLOOR_SEES: [&str; 3] = [
     "Ready on its pod watch",
 ];
 
-/// The hops of a reaction sample as the API server saw them (its audit log), in order; the
-/// first and last from the bench's clock (the same machine's) to the API server's.
-const AUDIT_HOPS: [&str; 9] = [
+/// Triton's hops before the gate write (see PATH_TAIL); the first from the bench's clock to the
+/// API server's.
+const AUDIT_HOPS: [&str; 3] = [
     "the gRPC call to the Next write's arrival",
     "the Next spec write",
     "the controller's reaction (watch, step)",
-    "its gate write",
-    "kwok's reaction",
-    "kwok's Ready write",
-    "the EndpointSlice controller's reaction",
-    "its slice write",
-    "the bench's slice watch",
 ];
 
-/// Per sample, the AUDIT_HOPS in ms: each write from its arrival to its response's completion at
+/// Per sample, the AUDIT_HOPS (or FLOOR_HOPS) and PATH_TAIL in ms: each write from its arrival to its response's completion at
 /// the API server, each reaction from that completion to the next write's arrival; and the
 /// BENCH_SEES: from a response's completion to the bench seeing the change. The watch event can
 /// leave before the response is complete, so a reaction or a view can be negative. `None` when
@@ -1224,7 +1220,8 @@ fn columns(names: &[&str], rows: &[Vec<f64>]) -> String {
 }
 
 /// A path's figures: `what` it times, the names of its hops as the bench sees them (to the gate
-/// True, to Ready, to the ready endpoint) and as the audit log shows them.
+/// True, to Ready, to the ready endpoint) and as the audit log shows them before the gate write
+/// (PATH_TAIL follows).
 fn print_path(what: &str, hops: [&str; 3], audit_hops: &[&str], bench_sees: &[&str], p: &Path) {
     println!(
         "  {what} ({} samples, after {} warm-up samples at {}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -1257,7 +1254,7 @@ fn print_path(what: &str, hops: [&str; 3], audit_hops: &[&str], bench_sees: &[&s
         println!(
             "    as the API server saw them (audit log, {} of the samples; a write from its arrival to its response's completion, a reaction from that completion to the next write's arrival), p50 / p99 ms: {}; the sum {:.1} / {:.1}",
             rows.len(),
-            columns(audit_hops, rows),
+            columns(&[audit_hops, &PATH_TAIL[..]].concat(), rows),
             pct(&sum, 0.5),
             pct(&sum, 0.99)
         );
