@@ -77,6 +77,10 @@ pub enum Error {
     RemoveFinalizer(#[source] kube::Error),
     #[error("DeployFlow has no namespace")]
     NoNamespace,
+    /// A cleanup step that left work for the next one (never reported: it only keeps the
+    /// finalizer, which kube's `finalizer` removes after any cleanup that returns `Ok`).
+    #[error("the cleanup is not finished")]
+    CleanupPending(Requeue),
 }
 
 impl Error {
@@ -87,7 +91,9 @@ impl Error {
             Error::FlipGate { .. } | Error::MarkSilent { .. } => "pod",
             Error::PatchStatus(_) | Error::PatchSpec(_) | Error::Abort { .. } => "deployflow",
             Error::Finalizer(_) | Error::RemoveFinalizer(_) => "finalizer",
-            Error::CloneSetRefused { .. } | Error::NoNamespace => "state",
+            Error::CloneSetRefused { .. } | Error::NoNamespace | Error::CleanupPending(_) => {
+                "state"
+            }
         }
     }
 }
@@ -409,12 +415,16 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
     let started = std::time::Instant::now();
     let result = finalizer(&api, RELEASE_FINALIZER, df, |event| async {
         match event {
-            finalizer::Event::Apply(df) => apply(&df, &ctx, false).await,
-            finalizer::Event::Cleanup(df) => apply(&df, &ctx, true).await,
+            finalizer::Event::Apply(df) => apply(&df, &ctx, false).await.map(Stepped::requeue),
+            finalizer::Event::Cleanup(df) => cleaned(apply(&df, &ctx, true).await?),
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // The cleanup waits for a cache or lost a race: the finalizer stays, no error is told.
+        Err(finalizer::Error::CleanupFailed(Error::CleanupPending(requeue))) => Ok(requeue),
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics.reconciled(started.elapsed());
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
@@ -514,13 +524,38 @@ async fn report_undecodable(obj: &RawDeployFlow, error: &serde_json::Error, ctx:
     }
 }
 
+/// How a step ended: all it decided done, or left to a later step (a stale cache, a write that
+/// conflicted), which a cleanup must not take for done.
+#[derive(Debug)]
+enum Stepped {
+    Done(Requeue),
+    Retry(Requeue),
+}
+
+impl Stepped {
+    fn requeue(self) -> Requeue {
+        match self {
+            Stepped::Done(r) | Stepped::Retry(r) => r,
+        }
+    }
+}
+
+/// A cleanup's outcome for kube's `finalizer`, which removes the finalizer after any `Ok`: a
+/// cleanup left to a later step is an error that keeps it.
+fn cleaned(step: Stepped) -> Result<Requeue, Error> {
+    match step {
+        Stepped::Done(r) => Ok(r),
+        Stepped::Retry(r) => Err(Error::CleanupPending(r)),
+    }
+}
+
 /// One step: build the world, decide, execute.
-async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue, Error> {
+async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Stepped, Error> {
     let ns = df.namespace().ok_or(Error::NoNamespace)?;
     let instance = &df.spec.application.instance_name;
     if ctx.cloneset_stale(&ns, instance) {
         tracing::debug!(deployflow = %df.name_any(), cloneset = %instance, "cached CloneSet older than our last write; waiting for it");
-        return Ok(Requeue::requeue(Duration::from_secs(2)));
+        return Ok(Stepped::Retry(Requeue::requeue(Duration::from_secs(2))));
     }
     let cloneset = ctx.cloneset(&ns, instance);
     let pods: Vec<Arc<Pod>> = index::objects(&ctx.pods, &ns, ctx.index.pods.of(&ns, instance))
@@ -589,7 +624,7 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Requeue
                 format!("CloneSet {name} refused the release's write: {message}"),
             )
             .await;
-            Ok(Requeue::await_change())
+            Ok(Stepped::Done(Requeue::await_change()))
         }
         other => other,
     }
@@ -600,14 +635,14 @@ async fn execute(
     ns: &str,
     decision: Decision,
     ctx: &Context,
-) -> Result<Requeue, Error> {
+) -> Result<Stepped, Error> {
     let started = std::time::Instant::now();
     let before = df.status.clone().unwrap_or_default();
     let api = Api::<DeployFlow>::namespaced(ctx.client.clone(), ns);
     let mut rv = df.resource_version();
     for effect in decision.before {
         if !apply_effect(df, ns, effect, &mut rv, ctx).await? {
-            return Ok(Requeue::requeue(Duration::from_millis(500)));
+            return Ok(Stepped::Retry(Requeue::requeue(Duration::from_millis(500))));
         }
     }
     let mut status = decision.status;
@@ -626,7 +661,9 @@ async fn execute(
         && since < TELL_EVERY
     {
         let wait = TELL_EVERY - since;
-        return Ok(Requeue::requeue(decision.requeue.map_or(wait, |r| r.min(wait))));
+        return Ok(Stepped::Done(Requeue::requeue(
+            decision.requeue.map_or(wait, |r| r.min(wait)),
+        )));
     }
     if status != before {
         status.updated_at = Some(now());
@@ -641,10 +678,12 @@ async fn execute(
             // void; the newer object's event runs the next one.
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 tracing::debug!(deployflow = %df.name_any(), "status write conflicted; the step is retried on the newer object");
-                return Ok(Requeue::requeue(Duration::from_millis(500)));
+                return Ok(Stepped::Retry(Requeue::requeue(Duration::from_millis(500))));
             }
             // Gone meanwhile (deleted with no finalizer left).
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Requeue::await_change()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Ok(Stepped::Done(Requeue::await_change()));
+            }
             Err(e) => return Err(Error::PatchStatus(e)),
         }
         failpoint(ctx, df, ns, &hops, &status, false);
@@ -663,9 +702,11 @@ async fn execute(
             apply_effect(df, ns, effect, &mut rv, ctx).await?;
         }
     }
-    Ok(decision
-        .requeue
-        .map_or_else(Requeue::await_change, Requeue::requeue))
+    Ok(Stepped::Done(
+        decision
+            .requeue
+            .map_or_else(Requeue::await_change, Requeue::requeue),
+    ))
 }
 
 /// How often a status change that only tells (see `engine::tells_only`) is written at most.
@@ -1017,6 +1058,17 @@ mod tests {
         assert!(!fp.reached(&status(Some(vec!["p"])), &status(Some(vec!["p"]))));
         let fp = Failpoint::parse("after-status-write:ns/a:Baked").unwrap();
         assert!(!fp.reached(&status(None), &status(Some(vec!["p"]))));
+    }
+
+    #[test]
+    fn a_cleanup_left_to_a_later_step_keeps_the_finalizer() {
+        // kube's `finalizer` removes the finalizer after any Ok: only a finished cleanup is one.
+        let wait = Requeue::requeue(Duration::from_secs(2));
+        assert!(matches!(cleaned(Stepped::Done(wait.clone())), Ok(r) if r == wait));
+        assert!(matches!(
+            cleaned(Stepped::Retry(wait.clone())),
+            Err(Error::CleanupPending(r)) if r == wait
+        ));
     }
 
     #[test]
