@@ -10,8 +10,9 @@
 //! (the `Next` spec patch, the gate, kwok's Ready, the slice) from its arrival to its
 //! completion, and each component's reaction between them. With `--floor`, each sample is paired
 //! with one of the floor: the same path for a controller that reacts in no time (the bench writes
-//! a DeployFlow, then a bare pod's gate on the reply, in a namespace of its own), which bounds
-//! what a controller that records the user's `Next` before acting can do on this machine;
+//! a DeployFlow, then on the reply the gate of a one-replica CloneSet's pod, in a namespace of
+//! its own), which bounds what a controller that records the user's `Next` before acting can do
+//! on this machine;
 //! (2) the wall time of the tutorial release with
 //! intervals 0, `Next` sent as soon as each state is reached; (3) 100 concurrent DeployFlows of 3
 //! replicas (auto, batches of 1): total time, failures, and triton-controller's peak resident
@@ -31,6 +32,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
@@ -685,8 +687,9 @@ const WARMUP: usize = 5;
 ///
 /// With `floor`, each sample is paired with one of the floor, what a controller that reacts in
 /// no time would give: in a namespace of its own (so Triton's reconciles of the samples never
-/// read its objects), a bare pod with the same gate (not a CloneSet's: Triton neither caches nor
-/// touches it) behind its own Service; the bench writes a DeployFlow there (an annotation on a
+/// read its objects), the pod of a CloneSet of one replica with the same gate (Kruise reacts to
+/// it as to a canary; it has no Triton label, so Triton neither caches nor touches it) behind
+/// its own Service; the bench writes a DeployFlow there (an annotation on a
 /// finished release, which Triton reads and leaves: the same object through the same CRD,
 /// standing for the user's `Next` write, which the controller records before it acts) and, on
 /// the reply, sets the pod's gate True itself, as the controller does. The rest of its path
@@ -742,7 +745,9 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
             .await,
         );
     }
-    let floor_pod_names: Vec<String> = (0..WARMUP + samples).map(|i| format!("f{i}")).collect();
+    // The floor's CloneSets and Services; its pods' names once Kruise has created them.
+    let floor_names: Vec<String> = (0..WARMUP + samples).map(|i| format!("f{i}")).collect();
+    let mut floor_pod_names: Vec<String> = Vec::new();
     let mut floor_target = None;
     if let Some(fns) = &floor_ns {
         floor_target = Some(
@@ -761,8 +766,7 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
             .await,
         );
         let services = kube::Api::<Service>::namespaced(client.clone(), fns);
-        let pods = kube::Api::<Pod>::namespaced(client.clone(), fns);
-        for name in &floor_pod_names {
+        for name in &floor_names {
             services
                 .create(
                     &Default::default(),
@@ -770,17 +774,11 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
                 )
                 .await
                 .expect("create the floor's Service");
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": name, "labels": {FLOOR_LABEL: name}},
-                "spec": {
-                    "containers": [{"name": "main", "image": "nginx", "ports": [{"containerPort": 80}]}],
-                    "readinessGates": [{"conditionType": "apps.triton.io/ready"}]
-                }
-            }))
-            .unwrap();
-            pods.create(&Default::default(), &pod)
-                .await
-                .expect("create the floor's pod");
+            triton_e2e::cloneset::CloneSetSpec::new(name, 1)
+                .readiness_gate("apps.triton.io/ready")
+                .pod_label(FLOOR_LABEL, name)
+                .create(client, fns)
+                .await;
         }
     }
     for df in &flows {
@@ -791,7 +789,7 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
     if let (Some(fns), Some(target), Some(floor_seen)) = (&floor_ns, &floor_target, &floor_seen) {
         wait_status(target, |s| s["phase"] == "Success").await;
         let pods = kube::Api::<Pod>::namespaced(client.clone(), fns);
-        eventually(
+        let by_name = eventually(
             &format!("{n} floor pods running, their containers ready, their gates not set"),
             Duration::from_secs(120),
             || async {
@@ -799,7 +797,7 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
                     .list(&ListParams::default().labels(FLOOR_LABEL))
                     .await
                     .map_err(|e| e.to_string())?;
-                let waiting = list
+                let waiting: std::collections::HashMap<String, String> = list
                     .items
                     .iter()
                     .filter(|p| {
@@ -813,15 +811,21 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
                         cond("ContainersReady").as_deref() == Some("True")
                             && cond("apps.triton.io/ready").is_none()
                     })
-                    .count();
-                if waiting == n {
-                    Ok(())
+                    .map(|p| (p.labels()[FLOOR_LABEL].clone(), p.name_any()))
+                    .collect();
+                if waiting.len() == n && list.items.len() == n {
+                    Ok(waiting)
                 } else {
-                    Err(format!("{waiting} of {n}"))
+                    Err(format!(
+                        "{} of {n} ({} pods)",
+                        waiting.len(),
+                        list.items.len()
+                    ))
                 }
             },
         )
         .await;
+        floor_pod_names = floor_names.iter().map(|f| by_name[f].clone()).collect();
         // Its pods and Services; one DeployFlow, released (its pod and itself past the gate).
         floor_seen.established([n, n, 1], &["floor"]).await;
     }
@@ -918,7 +922,7 @@ async fn reaction(client: &kube::Client, samples: usize, floor: bool) -> Reactio
                     fns,
                     "floor",
                     &floor_pod_names[i],
-                    &floor_pod_names[i],
+                    &floor_names[i],
                 ),
             );
         }
@@ -1286,7 +1290,7 @@ fn print_reaction(r: &Reaction) {
     );
     if let Some(floor) = &r.floor {
         print_path(
-            "floor, a controller that reacts in no time: the bench's DeployFlow write, then on its reply its gate write -> a bare pod a ready endpoint of its Service",
+            "floor, a controller that reacts in no time: the bench's DeployFlow write, then on its reply its gate write -> a CloneSet's pod a ready endpoint of its Service",
             [
                 "the DeployFlow write and the gate's -> gate True",
                 "gate True -> pod Ready (kwok)",
