@@ -386,7 +386,8 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
             report_undecodable(&obj, &error, &ctx).await;
             if obj.metadata.deletion_timestamp.is_some() {
                 // Nothing to cancel that we can read; let it go, releasing the CloneSet it holds.
-                release_raw(&obj, &ns, &ctx).await?;
+                let instance = obj.data["spec"]["application"]["instanceName"].as_str();
+                release_held(&ns, instance, &obj.name_any(), &ctx).await?;
                 remove_finalizer(&ctx, &ns, &obj.metadata).await?;
                 ctx.forget(&key);
             }
@@ -420,15 +421,23 @@ pub async fn reconcile(obj: Arc<RawDeployFlow>, ctx: Arc<Context>) -> Result<Req
         }
     })
     .await;
+    let mut pending = false;
     let result = match result {
         // The cleanup waits for a cache or lost a race: the finalizer stays, no error is told.
-        Err(finalizer::Error::CleanupFailed(Error::CleanupPending(requeue))) => Ok(requeue),
+        Err(finalizer::Error::CleanupFailed(Error::CleanupPending(requeue))) => {
+            pending = true;
+            Ok(requeue)
+        }
+        // Gone meanwhile: nothing left to remove the finalizer from.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => {
+            Ok(Requeue::await_change())
+        }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
     };
     ctx.metrics.reconciled(started.elapsed());
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
-        if deleting {
+        if deleting && !pending {
             ctx.forget(&key);
         }
     }
@@ -467,14 +476,21 @@ async fn remove_finalizer(
 }
 
 /// Releases the CloneSet an undecodable DeployFlow holds, read from its raw JSON.
-async fn release_raw(obj: &RawDeployFlow, ns: &str, ctx: &Context) -> Result<(), Error> {
-    let Some(instance) = obj.data["spec"]["application"]["instanceName"].as_str() else {
+/// Releases the CloneSet `instance` (its release annotation removed, unpaused) when the
+/// DeployFlow `name` still holds it.
+async fn release_held(
+    ns: &str,
+    instance: Option<&str>,
+    name: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Some(instance) = instance else {
         return Ok(());
     };
     let Some(cs) = ctx.cloneset(ns, instance) else {
         return Ok(());
     };
-    if cs.released_by() != Some(obj.name_any().as_str()) {
+    if cs.released_by() != Some(name) {
         return Ok(());
     }
     let patch = crate::engine::cloneset::release_patch(&cs, true);
@@ -603,9 +619,26 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Stepped
         engine::advance(&world)
     };
     match execute(df, &ns, decision, ctx).await {
+        // The cancel of a deleted release: its CloneSet write was refused, so the release lets
+        // the CloneSet go as it is (the annotation removed, unpaused) rather than keep the
+        // DeployFlow, and its namespace, from going.
+        Err(Error::CloneSetRefused { name, message }) if deleting => {
+            release_held(&ns, Some(instance), &df.name_any(), ctx).await?;
+            publish(
+                ctx,
+                df,
+                true,
+                "Unhealthy",
+                format!("CloneSet {name} refused the cancel's write ({message}); the DeployFlow is deleted and the CloneSet released as it is"),
+            )
+            .await;
+            Ok(Stepped::Done(Requeue::await_change()))
+        }
         // A write the API server will refuse every time (an invalid label, a bad template): the
-        // release fails with the server's message instead of retrying forever.
-        Err(Error::CloneSetRefused { name, message }) if !deleting => {
+        // release fails with the server's message instead of retrying forever, and lets its
+        // CloneSet go (as every failed release does).
+        Err(Error::CloneSetRefused { name, message }) => {
+            release_held(&ns, Some(instance), &df.name_any(), ctx).await?;
             // No precondition: a status written before the refused write moved the version on,
             // and a terminal Failed is right whatever happened since.
             let patch = json!({

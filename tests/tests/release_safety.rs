@@ -303,6 +303,163 @@ async fn deleting_a_deployflow_mid_update_cancels_it_and_keeps_the_cloneset_its_
     .await;
 }
 
+/// An admission policy of this namespace's own that refuses any CloneSet update naming pods to
+/// delete (with `reason: Invalid`, so the API server answers 422), in force once it refuses a
+/// dry-run update naming one. The returned closure removes it.
+async fn refuse_pods_to_delete(client: &Client, ns: &str, cs: &str) -> impl AsyncFnOnce() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("e2e-refuse-pods-to-delete-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [{"apiGroups": ["apps.kruise.io"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["clonesets"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+            },
+            "validations": [{
+                "expression": "!has(object.spec.scaleStrategy) || !has(object.spec.scaleStrategy.podsToDelete) || size(object.spec.scaleStrategy.podsToDelete) == 0",
+                "message": "podsToDelete is refused in this namespace (the test's admission policy)",
+                "reason": "Invalid"
+            }]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    }))
+    .unwrap();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create the admission policy");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind the admission policy");
+    let probe = json!({"spec": {"scaleStrategy": {"podsToDelete": ["probe"]}}});
+    eventually(
+        "the admission policy in force (a dry-run update naming a pod to delete refused with 422)",
+        LONG,
+        || async {
+            let pp = PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match clonesets(client, ns)
+                .patch(cs, &pp, &Patch::Merge(&probe))
+                .await
+            {
+                // The policy runs before Kruise's webhook, which refuses the unknown pod too.
+                Err(kube::Error::Api(e))
+                    if e.code == 422 && e.message.contains("the test's admission policy") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{:?}", other.map(|_| "accepted"))),
+            }
+        },
+    )
+    .await;
+    async move || {
+        let _ = bindings.delete(&name, &DeleteParams::default()).await;
+        let _ = policies.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_deployflow_whose_cancel_write_is_refused_lets_it_go_and_releases_the_cloneset()
+{
+    let client = client().await;
+    let ns = namespace(&client, "delete-df-refused").await;
+    create_service(&client, &ns, "web").await;
+    released(&client, &ns, "web", 3, "nginx:1.25").await;
+    let update = Flow::create(
+        &client,
+        &ns,
+        flow(
+            "web-v2",
+            "web",
+            "update",
+            3,
+            "nginx:1.26",
+            json!({"batchSize": 1, "canary": 1, "mode": "manual"}),
+        ),
+    )
+    .await;
+    let s = update.wait_batch(1, "Smoked", LONG).await;
+    let canary = s["conditions"][0]["pods"][0]["name"]
+        .as_str()
+        .expect("the canary named in the status")
+        .to_string();
+    // The cancel names the un-baked canary in podsToDelete: the API server refuses that write.
+    let remove_policy = refuse_pods_to_delete(&client, &ns, "web").await;
+    update
+        .api
+        .delete(&update.name, &DeleteParams::default())
+        .await
+        .expect("delete the DeployFlow");
+    eventually(
+        "the DeployFlow gone although its cancel's CloneSet write is refused",
+        LONG,
+        || async {
+            match update.get_opt().await {
+                None => Ok(()),
+                Some(df) => Err(format!(
+                    "still there: finalizers {} {}",
+                    df["metadata"]["finalizers"],
+                    summary(&df["status"])
+                )),
+            }
+        },
+    )
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a Warning Event naming the refusal", LONG, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web-v2")
+                    && e.note.as_deref().is_some_and(|n| {
+                        n.contains("refused the cancel's write") && n.contains("podsToDelete")
+                    })
+            })
+            .map(|_| ())
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    // Released as it is: no release holds it, it is not paused, and the refused write deleted
+    // nothing (the canary lives on).
+    let cs = cloneset(&client, &ns, "web").await;
+    left_alone(cs.as_ref()).unwrap();
+    let cs = cs.unwrap();
+    assert_ne!(
+        cs["spec"]["updateStrategy"]["paused"],
+        json!(true),
+        "the CloneSet is left paused: {}",
+        cs["spec"]["updateStrategy"]
+    );
+    assert!(
+        live_pods(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(canary.as_str())),
+        "the canary {canary} was deleted although the write naming it was refused"
+    );
+    remove_policy().await;
+}
+
 #[tokio::test]
 async fn deleting_a_create_deployflow_at_its_canary_keeps_the_cloneset() {
     let client = client().await;
