@@ -73,6 +73,12 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
     #[error("the API server refused the write of CloneSet {name}: {message}")]
     CloneSetRefused { name: String, message: String },
+    #[error(
+        "the API server refused the cancel's write of CloneSet {name}: {message}; the deleted \
+         DeployFlow stays until the cancel is written (retried with backoff; removing its \
+         finalizer {RELEASE_FINALIZER} by hand lets it go and leaves the CloneSet as the release left it)"
+    )]
+    CancelRefused { name: String, message: String },
     #[error("removing finalizer {RELEASE_FINALIZER}: {0}")]
     RemoveFinalizer(#[source] kube::Error),
     #[error("DeployFlow has no namespace")]
@@ -87,7 +93,9 @@ impl Error {
     /// A bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::PatchCloneSet { .. } | Error::CreateCloneSet { .. } => "cloneset",
+            Error::PatchCloneSet { .. }
+            | Error::CreateCloneSet { .. }
+            | Error::CancelRefused { .. } => "cloneset",
             Error::FlipGate { .. } | Error::MarkSilent { .. } => "pod",
             Error::PatchStatus(_) | Error::PatchSpec(_) | Error::Abort { .. } => "deployflow",
             Error::Finalizer(_) | Error::RemoveFinalizer(_) => "finalizer",
@@ -475,7 +483,6 @@ async fn remove_finalizer(
     }
 }
 
-/// Releases the CloneSet an undecodable DeployFlow holds, read from its raw JSON.
 /// Releases the CloneSet `instance` (its release annotation removed, unpaused) when the
 /// DeployFlow `name` still holds it.
 async fn release_held(
@@ -619,20 +626,13 @@ async fn apply(df: &DeployFlow, ctx: &Context, deleting: bool) -> Result<Stepped
         engine::advance(&world)
     };
     match execute(df, &ns, decision, ctx).await {
-        // The cancel of a deleted release: its CloneSet write was refused, so the release lets
-        // the CloneSet go as it is (the annotation removed, unpaused) rather than keep the
-        // DeployFlow, and its namespace, from going.
+        // The cancel of a deleted release: its CloneSet write was refused. Letting the CloneSet
+        // go half-cancelled (a new revision's partition in place, nothing holding it) could put
+        // that revision into service unapproved, and some refusals clear (Kruise refuses a
+        // podsToDelete naming a pod already terminating): the cancel is retried with backoff,
+        // its Warning Event saying why the DeployFlow stays and how to let it go.
         Err(Error::CloneSetRefused { name, message }) if deleting => {
-            release_held(&ns, Some(instance), &df.name_any(), ctx).await?;
-            publish(
-                ctx,
-                df,
-                true,
-                "Unhealthy",
-                format!("CloneSet {name} refused the cancel's write ({message}); the DeployFlow is deleted and the CloneSet released as it is"),
-            )
-            .await;
-            Ok(Stepped::Done(Requeue::await_change()))
+            Err(Error::CancelRefused { name, message })
         }
         // A write the API server will refuse every time (an invalid label, a bad template): the
         // release fails with the server's message instead of retrying forever, and lets its

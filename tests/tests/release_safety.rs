@@ -374,8 +374,8 @@ async fn refuse_pods_to_delete(client: &Client, ns: &str, cs: &str) -> impl Asyn
 }
 
 #[tokio::test]
-async fn deleting_a_deployflow_whose_cancel_write_is_refused_lets_it_go_and_releases_the_cloneset()
-{
+async fn a_deleted_deployflow_whose_cancel_write_is_refused_stays_saying_why_and_goes_once_it_is_written()
+ {
     let client = client().await;
     let ns = namespace(&client, "delete-df-refused").await;
     create_service(&client, &ns, "web").await;
@@ -405,8 +405,50 @@ async fn deleting_a_deployflow_whose_cancel_write_is_refused_lets_it_go_and_rele
         .delete(&update.name, &DeleteParams::default())
         .await
         .expect("delete the DeployFlow");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     eventually(
-        "the DeployFlow gone although its cancel's CloneSet write is refused",
+        "a Warning Event naming the refusal and the way out",
+        LONG,
+        || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web-v2")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.contains("refused the cancel's write")
+                                && n.contains("podsToDelete")
+                                && n.contains(RELEASE_FINALIZER)
+                        })
+                })
+                .map(|_| ())
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await;
+    // Meanwhile nothing is let go half-cancelled: the DeployFlow stays with its finalizer, its
+    // release still holds the CloneSet, and the canary lives (the write naming it was refused).
+    let df = update.get_opt().await.expect("the DeployFlow still there");
+    assert_eq!(df["metadata"]["finalizers"], json!([RELEASE_FINALIZER]));
+    let cs = cloneset(&client, &ns, "web").await.unwrap();
+    assert_eq!(release_annotation(&cs), json!("web-v2"));
+    assert!(
+        live_pods(&client, &ns, "web")
+            .await
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(canary.as_str())),
+        "the canary {canary} was deleted although the write naming it was refused"
+    );
+
+    // The refusal lifted, a retry writes the cancel: the DeployFlow goes, the CloneSet is
+    // released and the canary removed.
+    remove_policy().await;
+    eventually(
+        "the DeployFlow gone once the cancel could be written",
         LONG,
         || async {
             match update.get_opt().await {
@@ -420,44 +462,24 @@ async fn deleting_a_deployflow_whose_cancel_write_is_refused_lets_it_go_and_rele
         },
     )
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    eventually("a Warning Event naming the refusal", LONG, || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web-v2")
-                    && e.note.as_deref().is_some_and(|n| {
-                        n.contains("refused the cancel's write") && n.contains("podsToDelete")
-                    })
-            })
-            .map(|_| ())
-            .ok_or_else(|| "none yet".to_string())
-    })
+    eventually(
+        "the CloneSet released, back at partition 3, the canary gone",
+        LONG,
+        || async {
+            let cs = cloneset(&client, &ns, "web").await;
+            left_alone(cs.as_ref())?;
+            let cs = cs.unwrap();
+            let live = names(&live_pods(&client, &ns, "web").await);
+            if cs["spec"]["updateStrategy"]["partition"] != json!(3) || live.contains(&canary) {
+                return Err(format!(
+                    "partition {}, live pods {live:?}",
+                    cs["spec"]["updateStrategy"]["partition"]
+                ));
+            }
+            Ok(())
+        },
+    )
     .await;
-    // Released as it is: no release holds it, it is not paused, and the refused write deleted
-    // nothing (the canary lives on).
-    let cs = cloneset(&client, &ns, "web").await;
-    left_alone(cs.as_ref()).unwrap();
-    let cs = cs.unwrap();
-    assert_ne!(
-        cs["spec"]["updateStrategy"]["paused"],
-        json!(true),
-        "the CloneSet is left paused: {}",
-        cs["spec"]["updateStrategy"]
-    );
-    assert!(
-        live_pods(&client, &ns, "web")
-            .await
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(canary.as_str())),
-        "the canary {canary} was deleted although the write naming it was refused"
-    );
-    remove_policy().await;
 }
 
 #[tokio::test]
