@@ -97,6 +97,28 @@ impl Cache {
     }
 }
 
+/// The most bytes the API server takes in an Event's note.
+const NOTE_MAX: usize = 1024;
+
+/// A note cut to what the API server takes (a longer one is refused, and the Event lost): its
+/// head and its tail, where our notes say what to do, around an ellipsis.
+fn fit_note(note: &str) -> String {
+    if note.len() <= NOTE_MAX {
+        return note.to_string();
+    }
+    const MARK: &str = " … ";
+    let half = (NOTE_MAX - MARK.len()) / 2;
+    let mut head = half;
+    while !note.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = note.len() - half;
+    while !note.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{MARK}{}", &note[..head], &note[tail..])
+}
+
 impl Recorder {
     pub fn new(client: kube::Client, reporter: Reporter) -> Self {
         Recorder {
@@ -186,7 +208,7 @@ impl Recorder {
             reason: Some(ev.reason.clone()),
             event_time: Some(MicroTime(now)),
             regarding: Some(reference.clone()),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(fit_note),
             metadata: ObjectMeta {
                 namespace: Some(ns),
                 name: Some(name.clone()),
@@ -216,6 +238,23 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_note_longer_than_the_api_server_takes_keeps_its_head_and_tail() {
+        assert_eq!(fit_note("short"), "short");
+        // Multi-byte characters across both cuts.
+        let long = format!(
+            "head {} tail: remove the finalizer by hand",
+            "é".repeat(2000)
+        );
+        let fit = fit_note(&long);
+        assert!(fit.len() <= NOTE_MAX, "{} bytes", fit.len());
+        assert!(fit.starts_with("head "), "{fit}");
+        assert!(fit.ends_with("remove the finalizer by hand"), "{fit}");
+        assert!(fit.contains(" … "));
+        let exact = "x".repeat(NOTE_MAX);
+        assert_eq!(fit_note(&exact), exact);
+    }
 
     fn key(reason: &str, note: &str) -> Key {
         Key {

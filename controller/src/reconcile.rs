@@ -90,9 +90,31 @@ pub enum Error {
 }
 
 impl Error {
-    /// A bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+    /// The error a step returned, through the finalizer helper's wrapping.
+    fn step(&self) -> &Error {
         match self {
+            Error::Finalizer(f) => match f.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.step(),
+                _ => self,
+            },
+            e => e,
+        }
+    }
+
+    /// The reason of the Warning Event a failed reconcile publishes: a refused cancel has its
+    /// own, so that its note (why the DeployFlow stays, the way out) is not folded into an
+    /// earlier failure's Event.
+    fn reason(&self) -> &'static str {
+        match self.step() {
+            Error::CancelRefused { .. } => "CancelRefused",
+            _ => "Unhealthy",
+        }
+    }
+
+    /// A bounded label for metrics: what failed inside the step, not the finalizer helper that
+    /// wraps every step.
+    pub fn category(&self) -> &'static str {
+        match self.step() {
             Error::PatchCloneSet { .. }
             | Error::CreateCloneSet { .. }
             | Error::CancelRefused { .. } => "cloneset",
@@ -968,12 +990,16 @@ pub fn error_policy(obj: Arc<RawDeployFlow>, error: &Error, ctx: Arc<Context>) -
     let wait = ctx.backoff.failed(&key);
     tracing::warn!(deployflow = %obj.name_any(), namespace = ?obj.namespace(), %error, retry_in = ?wait, "reconcile failed; retrying");
     // A Warning Event on the DeployFlow (the recorder folds repeats into a series).
-    let (recorder, reference, note) =
-        (ctx.recorder.clone(), obj.object_ref(&()), error.to_string());
+    let (recorder, reference, note, reason) = (
+        ctx.recorder.clone(),
+        obj.object_ref(&()),
+        error.to_string(),
+        error.reason(),
+    );
     tokio::spawn(async move {
         let ev = Event {
             type_: EventType::Warning,
-            reason: "Unhealthy".into(),
+            reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),
             secondary: None,
@@ -1091,6 +1117,28 @@ mod tests {
         assert!(!fp.reached(&status(Some(vec!["p"])), &status(Some(vec!["p"]))));
         let fp = Failpoint::parse("after-status-write:ns/a:Baked").unwrap();
         assert!(!fp.reached(&status(None), &status(Some(vec!["p"]))));
+    }
+
+    #[test]
+    fn a_failed_step_is_told_by_what_failed_inside_the_finalizer_helper() {
+        let wrap = |e: Error, cleanup: bool| {
+            Error::Finalizer(Box::new(if cleanup {
+                finalizer::Error::CleanupFailed(e)
+            } else {
+                finalizer::Error::ApplyFailed(e)
+            }))
+        };
+        let refused = || Error::CancelRefused {
+            name: "web".into(),
+            message: "denied".into(),
+        };
+        let e = wrap(refused(), true);
+        assert_eq!((e.category(), e.reason()), ("cloneset", "CancelRefused"));
+        assert!(e.to_string().contains("by hand"), "{e}");
+        let e = wrap(Error::NoNamespace, false);
+        assert_eq!((e.category(), e.reason()), ("state", "Unhealthy"));
+        let e = Error::Finalizer(Box::new(finalizer::Error::UnnamedObject));
+        assert_eq!((e.category(), e.reason()), ("finalizer", "Unhealthy"));
     }
 
     #[test]

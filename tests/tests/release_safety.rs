@@ -420,9 +420,10 @@ async fn a_deleted_deployflow_whose_cancel_write_is_refused_stays_saying_why_and
                     e.type_.as_deref() == Some("Warning")
                         && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web-v2")
                         && e.note.as_deref().is_some_and(|n| {
-                            n.contains("refused the cancel's write")
+                            e.reason.as_deref() == Some("CancelRefused")
+                                && n.contains("refused the cancel's write")
                                 && n.contains("podsToDelete")
-                                && n.contains(RELEASE_FINALIZER)
+                                && n.contains("by hand")
                         })
                 })
                 .map(|_| ())
