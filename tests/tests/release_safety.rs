@@ -50,6 +50,22 @@ async fn create_service(client: &Client, ns: &str, instance: &str) {
         .expect("create Service");
 }
 
+/// Waits until the DeployFlow is gone (`what` says why it should be), naming its finalizers
+/// and status while it is not.
+async fn wait_gone(df: &Flow, what: &str) {
+    eventually(what, LONG, || async {
+        match df.get_opt().await {
+            None => Ok(()),
+            Some(o) => Err(format!(
+                "still there: finalizers {} {}",
+                o["metadata"]["finalizers"],
+                summary(&o["status"])
+            )),
+        }
+    })
+    .await;
+}
+
 fn deployflow_owner_refs(cs: &Value) -> Vec<Value> {
     cs["metadata"]["ownerReferences"]
         .as_array()
@@ -244,19 +260,9 @@ async fn deleting_a_deployflow_mid_update_cancels_it_and_keeps_the_cloneset_its_
         .delete(&update.name, &DeleteParams::default())
         .await
         .expect("delete the DeployFlow");
-    eventually(
+    wait_gone(
+        &update,
         "the DeployFlow gone (its finalizer removed once the release is canceled)",
-        LONG,
-        || async {
-            match update.get_opt().await {
-                None => Ok(()),
-                Some(df) => Err(format!(
-                    "still there: finalizers {} {}",
-                    df["metadata"]["finalizers"],
-                    summary(&df["status"])
-                )),
-            }
-        },
     )
     .await;
 
@@ -448,19 +454,9 @@ async fn a_deleted_deployflow_whose_cancel_write_is_refused_stays_saying_why_and
     // The refusal lifted, a retry writes the cancel: the DeployFlow goes, the CloneSet is
     // released and the canary removed.
     remove_policy().await;
-    eventually(
+    wait_gone(
+        &update,
         "the DeployFlow gone once the cancel could be written",
-        LONG,
-        || async {
-            match update.get_opt().await {
-                None => Ok(()),
-                Some(df) => Err(format!(
-                    "still there: finalizers {} {}",
-                    df["metadata"]["finalizers"],
-                    summary(&df["status"])
-                )),
-            }
-        },
     )
     .await;
     eventually(
@@ -496,17 +492,7 @@ async fn deleting_a_create_deployflow_at_its_canary_keeps_the_cloneset() {
         .delete(&df.name, &DeleteParams::default())
         .await
         .expect("delete the DeployFlow");
-    eventually("the DeployFlow gone", LONG, || async {
-        match df.get_opt().await {
-            None => Ok(()),
-            Some(o) => Err(format!(
-                "still there: finalizers {} {}",
-                o["metadata"]["finalizers"],
-                summary(&o["status"])
-            )),
-        }
-    })
-    .await;
+    wait_gone(&df, "the DeployFlow gone").await;
     // Cancel semantics remove the un-baked canary (replicas may be 0): the object itself stays.
     holds_for(
         "CloneSet app to exist, not deleted, without DeployFlow ownerReference or release annotation, after its DeployFlow is gone",
